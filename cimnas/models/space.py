@@ -1,0 +1,523 @@
+"""Search spaces and architectures as data.
+
+A :class:`SearchSpace` is a parametric description of a MobileNet-style once-for-all space
+(stem, fixed first block, elastic stages, head). An :class:`Architecture` is one choice of
+depths, depthwise kernels, hidden (expansion) channels and input resolution in that space, and a
+:class:`QuantPolicy` its per-block bit widths. Both are plain dataclasses that round-trip through
+JSON and are validated against the space with errors naming the field and the allowed values.
+
+The batched form used by the search (one row per candidate) is :class:`ArchBatch`: tensors
+``depths [B, S]``, ``kernels [B, NB]``, ``hidden [B, NB]``, ``resolution [B]`` and
+``bits [B, NB, 4]`` (``pw_w, pw_a, dw_w, dw_a`` in :data:`BIT_FIELDS` order). Every other
+part of the project (supernet, predictor encoding, cost-model workload, genome decode) builds on
+this module, so it stays free of torch.nn and of any hardware notion.
+
+Sources: the APQ / CIMNAS MobileNetV2 space and the OFA-MobileNetV3 space as summarised in
+``shared/reference/ofa-predictor.md`` §1.1–1.5 and ``cimnas-reference-code.md`` §1.3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import torch
+
+#: Order of the four per-block bit-width fields (APQ / CIMNAS convention).
+BIT_FIELDS: tuple[str, ...] = ("pw_w_bits", "pw_a_bits", "dw_w_bits", "dw_a_bits")
+
+ACTIVATIONS = ("relu", "relu6", "hswish")
+
+
+class SpaceError(ValueError):
+    """An architecture, policy or space description that does not fit its space."""
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor`` (at least ``min_value``), never
+    going below 90 % of ``value`` (the MobileNet / OFA convention)."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return int(rounded)
+
+
+def _check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise SpaceError(f"{name}={value!r} is not allowed; allowed values: {list(allowed)}")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One elastic stage: ``max_depth`` MBConv blocks of output width ``width`` (before the
+    width multiplier); the first block has stride ``stride``."""
+
+    width: int
+    stride: int
+    max_depth: int = 4
+    act: str = "relu6"
+    se: bool = False
+
+    def __post_init__(self) -> None:
+        if self.width <= 0:
+            raise SpaceError(f"stage width={self.width} must be positive")
+        _check_choice("stage stride", self.stride, (1, 2))
+        if self.max_depth < 1:
+            raise SpaceError(f"stage max_depth={self.max_depth} must be >= 1")
+        _check_choice("stage act", self.act, ACTIVATIONS)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A MobileNet-style once-for-all search space.
+
+    Hidden (middle) channels of elastic block ``i`` are chosen either from ``expand_ratios``
+    times the block's input width (OFA: {3, 4, 6}) or, when ``expand_ratios`` is empty, from
+    ``[expand_min * C_in, expand_max * C_in]`` in steps of ``channel_step`` channels (APQ /
+    CIMNAS fine-grained pruning axis: 5, 7, 11, 21, 25, 49 choices at width 1.0).
+    """
+
+    name: str
+    stages: tuple[StageSpec, ...]
+    stem_width: int = 32
+    stem_stride: int = 2
+    stem_act: str = "relu6"
+    first_block_width: int = 16
+    first_block_kernel: int = 3
+    final_expand_width: int | None = None  # MBv3: 1x1 conv before pooling (960)
+    head_width: int = 1280  # feature-mix 1x1 conv
+    head_before_pool: bool = True  # MBv2 mixes before pooling, MBv3 after
+    kernel_choices: tuple[int, ...] = (3, 5, 7)
+    depth_choices: tuple[int, ...] = (2, 3, 4)
+    expand_ratios: tuple[float, ...] = ()
+    expand_min: float = 4.0
+    expand_max: float = 6.0
+    channel_step: int = 8
+    width_mult: float = 1.0
+    in_channels: int = 3
+    num_classes: int = 1000
+    resolution_choices: tuple[int, ...] = (224,)
+    bit_choices: tuple[int, ...] = (4, 6, 8)
+    fixed_bits: int = 8  # stem, first block, head and classifier are not searched
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise SpaceError("a search space needs at least one stage")
+        for k in self.kernel_choices:
+            if k % 2 != 1 or k < 1:
+                raise SpaceError(f"kernel_choices entry {k} must be an odd positive integer")
+        if not self.depth_choices or min(self.depth_choices) < 1:
+            raise SpaceError(f"depth_choices={list(self.depth_choices)} must be positive integers")
+        for b in (*self.bit_choices, self.fixed_bits):
+            if not 2 <= b <= 8:
+                raise SpaceError(f"bit width {b} is not allowed; allowed values: 2..8")
+        if not self.expand_ratios and not 0 < self.expand_min <= self.expand_max:
+            raise SpaceError(
+                f"expand_min={self.expand_min}, expand_max={self.expand_max}: need 0 < min <= max"
+            )
+        if self.width_mult <= 0:
+            raise SpaceError(f"width_mult={self.width_mult} must be positive")
+        _check_choice("stem_act", self.stem_act, ACTIVATIONS)
+
+    # ------------------------------------------------------------------ derived structure
+    @property
+    def divisor(self) -> int:
+        """Channel rounding unit: 8 at full width, smaller for narrow CPU variants."""
+        return 8 if self.width_mult >= 1.0 else max(1, min(8, self.channel_step))
+
+    def scaled(self, width: int) -> int:
+        return make_divisible(width * self.width_mult, self.divisor)
+
+    @property
+    def stem_channels(self) -> int:
+        return self.scaled(self.stem_width)
+
+    @property
+    def first_block_channels(self) -> int:
+        return self.scaled(self.first_block_width)
+
+    @property
+    def stage_widths(self) -> list[int]:
+        return [self.scaled(s.width) for s in self.stages]
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(s.max_depth for s in self.stages)
+
+    @property
+    def block_stage(self) -> list[int]:
+        """Stage index of each elastic block."""
+        return [si for si, s in enumerate(self.stages) for _ in range(s.max_depth)]
+
+    @property
+    def block_index_in_stage(self) -> list[int]:
+        return [j for s in self.stages for j in range(s.max_depth)]
+
+    @property
+    def block_in_channels(self) -> list[int]:
+        """Input width of each elastic block (independent of depth: a skipped block never
+        changes the width seen by the next stage)."""
+        out, prev = [], self.first_block_channels
+        for width, s in zip(self.stage_widths, self.stages):
+            for j in range(s.max_depth):
+                out.append(prev if j == 0 else width)
+            prev = width
+        return out
+
+    @property
+    def block_out_channels(self) -> list[int]:
+        return [self.stage_widths[si] for si in self.block_stage]
+
+    @property
+    def block_stride(self) -> list[int]:
+        return [s.stride if j == 0 else 1 for s in self.stages for j in range(s.max_depth)]
+
+    @property
+    def last_channels(self) -> int:
+        return self.stage_widths[-1]
+
+    @property
+    def final_expand_channels(self) -> int | None:
+        return None if self.final_expand_width is None else self.scaled(self.final_expand_width)
+
+    @property
+    def head_channels(self) -> int:
+        return self.scaled(self.head_width) if self.width_mult > 1.0 else self.head_width
+
+    def stage_depth_choices(self, stage: int) -> tuple[int, ...]:
+        """Depth choices of ``stage``, clipped to its ``max_depth`` (a 1-block stage is fixed)."""
+        m = self.stages[stage].max_depth
+        return tuple(sorted({min(d, m) for d in self.depth_choices}))
+
+    def hidden_choices(self, block: int) -> tuple[int, ...]:
+        """Allowed hidden (middle) channel counts of elastic block ``block``."""
+        c_in = self.block_in_channels[block]
+        if self.expand_ratios:
+            return tuple(sorted({make_divisible(c_in * r, self.divisor) for r in self.expand_ratios}))
+        lo = int(round(self.expand_min * c_in))
+        hi = int(round(self.expand_max * c_in))
+        step = max(1, self.channel_step)
+        values = list(range(lo, hi + 1, step))
+        if values[-1] != hi:
+            values.append(hi)
+        return tuple(values)
+
+    def max_hidden(self, block: int) -> int:
+        return max(self.hidden_choices(block))
+
+    def stem_resolution(self, resolution: int) -> int:
+        return math.ceil(resolution / self.stem_stride)
+
+    def block_input_resolution(self, resolution: int) -> list[int]:
+        """Spatial size (H = W) of the input of each elastic block; 'same' padding, so a
+        stride-s layer maps H to ceil(H / s)."""
+        h = self.stem_resolution(resolution)
+        out = []
+        for s in self.block_stride:
+            out.append(h)
+            h = math.ceil(h / s)
+        return out
+
+    def final_resolution(self, resolution: int) -> int:
+        h = self.stem_resolution(resolution)
+        for s in self.block_stride:
+            h = math.ceil(h / s)
+        return h
+
+    # ------------------------------------------------------------------ choices
+    def check_bits(self, name: str, bits: int) -> None:
+        _check_choice(name, bits, self.bit_choices)
+
+    def space_size(self) -> float:
+        """Number of distinct (architecture, quantization) points with the redundant encoding
+        of the reference genome (genes of inactive blocks counted)."""
+        n = float(len(self.resolution_choices))
+        for si in range(self.num_stages):
+            n *= len(self.stage_depth_choices(si)) if self.stages[si].max_depth > 1 else 1
+        for b in range(self.num_blocks):
+            n *= len(self.kernel_choices) * len(self.hidden_choices(b))
+            n *= len(self.bit_choices) ** len(BIT_FIELDS)
+        return n
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchSpace":
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpaceError(f"unknown search-space keys {unknown}; allowed keys: {sorted(known)}")
+        data["stages"] = tuple(
+            s if isinstance(s, StageSpec) else StageSpec(**s) for s in data.get("stages", ())
+        )
+        for key in ("kernel_choices", "depth_choices", "expand_ratios", "resolution_choices",
+                    "bit_choices"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "SearchSpace":
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------- presets
+
+_APQ_STAGES = (
+    StageSpec(24, 2), StageSpec(40, 2), StageSpec(80, 2), StageSpec(96, 1), StageSpec(192, 2),
+    StageSpec(320, 1, max_depth=1),
+)
+
+_OFA_MBV3_STAGES = (
+    StageSpec(24, 2, act="relu"), StageSpec(40, 2, act="relu", se=True),
+    StageSpec(80, 2, act="hswish"), StageSpec(112, 1, act="hswish", se=True),
+    StageSpec(160, 2, act="hswish", se=True),
+)
+
+
+def apq_mbv2(**overrides: Any) -> SearchSpace:
+    """The APQ / CIMNAS MobileNetV2 space (ImageNet, 224 px, 21 elastic blocks)."""
+    base = SearchSpace(name="apq_mbv2", stages=_APQ_STAGES)
+    return base.replace(**overrides) if overrides else base
+
+
+def ofa_mbv3(**overrides: Any) -> SearchSpace:
+    """The OFA-MobileNetV3 space (d {2,3,4}, k {3,5,7}, e {3,4,6}, R 128..224)."""
+    base = SearchSpace(
+        name="ofa_mbv3", stages=_OFA_MBV3_STAGES, stem_width=16, stem_act="hswish",
+        first_block_width=16, final_expand_width=960, head_width=1280, head_before_pool=False,
+        expand_ratios=(3.0, 4.0, 6.0), resolution_choices=tuple(range(128, 225, 4)),
+    )
+    return base.replace(**overrides) if overrides else base
+
+
+def apq_mbv2_tiny(**overrides: Any) -> SearchSpace:
+    """A quarter-width APQ space for 28x28 grayscale data (Fashion-MNIST) on a CPU: stem stride
+    1, 10 classes, hidden channels in steps of 2, a 256-wide feature mix."""
+    base = apq_mbv2(
+        name="apq_mbv2_tiny", width_mult=0.25, channel_step=2, stem_stride=1, in_channels=1,
+        num_classes=10, resolution_choices=(28,), head_width=256,
+    )
+    return base.replace(**overrides) if overrides else base
+
+
+PRESETS = {"apq_mbv2": apq_mbv2, "ofa_mbv3": ofa_mbv3, "apq_mbv2_tiny": apq_mbv2_tiny}
+
+
+def get_space(name_or_space: "str | SearchSpace | dict", **overrides: Any) -> SearchSpace:
+    """Resolve a preset name, a dict (e.g. from YAML) or a space into a :class:`SearchSpace`."""
+    if isinstance(name_or_space, SearchSpace):
+        return name_or_space.replace(**overrides) if overrides else name_or_space
+    if isinstance(name_or_space, dict):
+        return SearchSpace.from_dict({**name_or_space, **overrides})
+    if name_or_space not in PRESETS:
+        raise SpaceError(f"space={name_or_space!r} is not a preset; allowed values: {sorted(PRESETS)}")
+    return PRESETS[name_or_space](**overrides)
+
+
+# ---------------------------------------------------------------------- architectures
+
+
+@dataclass
+class Architecture:
+    """One subnet: ``depths`` per stage, and per elastic block (all ``num_blocks`` of them,
+    also those a shallower depth skips) its depthwise ``kernels`` and ``hidden`` channels."""
+
+    depths: list[int]
+    kernels: list[int]
+    hidden: list[int]
+    resolution: int
+
+    def validate(self, space: SearchSpace) -> "Architecture":
+        if len(self.depths) != space.num_stages:
+            raise SpaceError(f"depths has {len(self.depths)} entries; the space has {space.num_stages} stages")
+        for si, d in enumerate(self.depths):
+            _check_choice(f"depths[{si}]", d, space.stage_depth_choices(si))
+        for name in ("kernels", "hidden"):
+            n = len(getattr(self, name))
+            if n != space.num_blocks:
+                raise SpaceError(f"{name} has {n} entries; the space has {space.num_blocks} blocks")
+        for b, k in enumerate(self.kernels):
+            _check_choice(f"kernels[{b}]", k, space.kernel_choices)
+        for b, h in enumerate(self.hidden):
+            _check_choice(f"hidden[{b}]", h, space.hidden_choices(b))
+        _check_choice("resolution", self.resolution, space.resolution_choices)
+        return self
+
+    def active_blocks(self, space: SearchSpace) -> list[bool]:
+        return [j < self.depths[s] for s, j in zip(space.block_stage, space.block_index_in_stage)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Architecture":
+        _check_keys("architecture", data, cls)
+        return cls(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in data.items()})
+
+    @classmethod
+    def largest(cls, space: SearchSpace) -> "Architecture":
+        return cls(
+            depths=[max(space.stage_depth_choices(s)) for s in range(space.num_stages)],
+            kernels=[max(space.kernel_choices)] * space.num_blocks,
+            hidden=[space.max_hidden(b) for b in range(space.num_blocks)],
+            resolution=max(space.resolution_choices),
+        )
+
+    @classmethod
+    def smallest(cls, space: SearchSpace) -> "Architecture":
+        return cls(
+            depths=[min(space.stage_depth_choices(s)) for s in range(space.num_stages)],
+            kernels=[min(space.kernel_choices)] * space.num_blocks,
+            hidden=[min(space.hidden_choices(b)) for b in range(space.num_blocks)],
+            resolution=min(space.resolution_choices),
+        )
+
+    @classmethod
+    def random(cls, space: SearchSpace, generator: torch.Generator | None = None) -> "Architecture":
+        def pick(options: Sequence[Any]) -> Any:
+            return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+        return cls(
+            depths=[pick(space.stage_depth_choices(s)) for s in range(space.num_stages)],
+            kernels=[pick(space.kernel_choices) for _ in range(space.num_blocks)],
+            hidden=[pick(space.hidden_choices(b)) for b in range(space.num_blocks)],
+            resolution=pick(space.resolution_choices),
+        )
+
+
+@dataclass
+class QuantPolicy:
+    """Per-block bit widths (one entry per elastic block): pointwise weights / activations and
+    depthwise weights / activations. Fixed layers use ``SearchSpace.fixed_bits``."""
+
+    pw_w_bits: list[int]
+    pw_a_bits: list[int]
+    dw_w_bits: list[int]
+    dw_a_bits: list[int]
+
+    def validate(self, space: SearchSpace) -> "QuantPolicy":
+        for name in BIT_FIELDS:
+            values = getattr(self, name)
+            if len(values) != space.num_blocks:
+                raise SpaceError(f"{name} has {len(values)} entries; the space has {space.num_blocks} blocks")
+            for b, v in enumerate(values):
+                _check_choice(f"{name}[{b}]", v, space.bit_choices)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "QuantPolicy":
+        _check_keys("quantization", data, cls)
+        return cls(**{k: list(v) for k, v in data.items()})
+
+    @classmethod
+    def uniform(cls, space: SearchSpace, bits: int) -> "QuantPolicy":
+        n = space.num_blocks
+        return cls(*[[bits] * n for _ in BIT_FIELDS])
+
+    @classmethod
+    def random(cls, space: SearchSpace, generator: torch.Generator | None = None) -> "QuantPolicy":
+        choices = torch.tensor(space.bit_choices)
+        idx = torch.randint(len(choices), (len(BIT_FIELDS), space.num_blocks), generator=generator)
+        return cls(*[choices[row].tolist() for row in idx])
+
+    def block_bits(self, block: int) -> tuple[int, int, int, int]:
+        return tuple(getattr(self, name)[block] for name in BIT_FIELDS)  # type: ignore[return-value]
+
+
+def _check_keys(what: str, data: dict[str, Any], cls: type) -> None:
+    if not isinstance(data, dict):
+        raise SpaceError(f"{what} must be a mapping, got {type(data).__name__}")
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    missing = sorted(allowed - set(data))
+    unknown = sorted(set(data) - allowed)
+    if missing or unknown:
+        raise SpaceError(f"{what}: missing keys {missing}, unknown keys {unknown}; expected keys {sorted(allowed)}")
+
+
+# ---------------------------------------------------------------------- batched form
+
+
+@dataclass
+class ArchBatch:
+    """A batch of B (architecture, quantization) points as tensors on one device.
+
+    ``depths [B, S]``, ``kernels [B, NB]``, ``hidden [B, NB]`` (channels), ``resolution [B]``,
+    ``bits [B, NB, 4]`` in :data:`BIT_FIELDS` order; all ``torch.long``.
+    """
+
+    depths: torch.Tensor
+    kernels: torch.Tensor
+    hidden: torch.Tensor
+    resolution: torch.Tensor
+    bits: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.depths.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.depths.device
+
+    def to(self, device: torch.device | str) -> "ArchBatch":
+        return ArchBatch(*(t.to(device) for t in dataclasses.astuple(self)))
+
+    def __getitem__(self, index: Any) -> "ArchBatch":
+        return ArchBatch(*(t[index] for t in dataclasses.astuple(self)))
+
+    def active_blocks(self, space: SearchSpace) -> torch.Tensor:
+        """``bool [B, NB]``: block b is active when its index in its stage < the stage depth."""
+        stage = torch.tensor(space.block_stage, device=self.device)
+        pos = torch.tensor(space.block_index_in_stage, device=self.device)
+        return pos.unsqueeze(0) < self.depths[:, stage]
+
+    @classmethod
+    def from_designs(
+        cls, space: SearchSpace, archs: Iterable[Architecture], policies: Iterable[QuantPolicy],
+        device: torch.device | str = "cpu",
+    ) -> "ArchBatch":
+        archs, policies = list(archs), list(policies)
+        if len(archs) != len(policies):
+            raise SpaceError(f"{len(archs)} architectures but {len(policies)} quantization policies")
+        for a, q in zip(archs, policies):
+            a.validate(space)
+            q.validate(space)
+        t = lambda rows: torch.tensor(rows, dtype=torch.long, device=device)  # noqa: E731
+        return cls(
+            depths=t([a.depths for a in archs]),
+            kernels=t([a.kernels for a in archs]),
+            hidden=t([a.hidden for a in archs]),
+            resolution=t([a.resolution for a in archs]),
+            bits=t([[q.block_bits(b) for b in range(space.num_blocks)] for q in policies]),
+        )
+
+    def to_designs(self) -> list[tuple[Architecture, QuantPolicy]]:
+        out = []
+        for i in range(self.batch_size):
+            bits = self.bits[i].tolist()
+            arch = Architecture(
+                depths=self.depths[i].tolist(), kernels=self.kernels[i].tolist(),
+                hidden=self.hidden[i].tolist(), resolution=int(self.resolution[i]),
+            )
+            policy = QuantPolicy(*[[row[f] for row in bits] for f in range(len(BIT_FIELDS))])
+            out.append((arch, policy))
+        return out
+
+
+__all__ = [
+    "BIT_FIELDS", "SpaceError", "make_divisible", "StageSpec", "SearchSpace", "apq_mbv2",
+    "ofa_mbv3", "apq_mbv2_tiny", "PRESETS", "get_space", "Architecture", "QuantPolicy",
+    "ArchBatch",
+]
