@@ -235,12 +235,13 @@ class SearchSpace:
     def check_bits(self, name: str, bits: int) -> None:
         _check_choice(name, bits, self.bit_choices)
 
-    def space_size(self) -> float:
-        """Number of distinct (architecture, quantization) points with the redundant encoding
-        of the reference genome (genes of inactive blocks counted)."""
+    def space_size(self, genome_encoding: bool = True) -> float:
+        """Number of (architecture, quantization) points. With ``genome_encoding`` (the
+        reference genome's count) every stage carries a full depth gene and inactive blocks
+        keep their genes; otherwise a single-block stage's depth is counted once."""
         n = float(len(self.resolution_choices))
         for si in range(self.num_stages):
-            n *= len(self.stage_depth_choices(si)) if self.stages[si].max_depth > 1 else 1
+            n *= len(self.depth_choices) if genome_encoding else len(self.stage_depth_choices(si))
         for b in range(self.num_blocks):
             n *= len(self.kernel_choices) * len(self.hidden_choices(b))
             n *= len(self.bit_choices) ** len(BIT_FIELDS)
