@@ -383,6 +383,20 @@ class Architecture:
         )
 
     @classmethod
+    def median(cls, space: SearchSpace) -> "Architecture":
+        """The middle choice on every axis (lower middle for an even number of choices)."""
+        def mid(options: Sequence[Any]) -> Any:
+            options = sorted(options)
+            return options[(len(options) - 1) // 2]
+
+        return cls(
+            depths=[mid(space.stage_depth_choices(s)) for s in range(space.num_stages)],
+            kernels=[mid(space.kernel_choices)] * space.num_blocks,
+            hidden=[mid(space.hidden_choices(b)) for b in range(space.num_blocks)],
+            resolution=mid(space.resolution_choices),
+        )
+
+    @classmethod
     def random(cls, space: SearchSpace, generator: torch.Generator | None = None) -> "Architecture":
         def pick(options: Sequence[Any]) -> Any:
             return options[int(torch.randint(len(options), (1,), generator=generator))]

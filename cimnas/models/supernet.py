@@ -1,0 +1,568 @@
+"""The once-for-all MobileNet supernet built from a :class:`~cimnas.models.space.SearchSpace`.
+
+One set of weights at the largest size; :meth:`OFASupernet.set_active` selects a subnet
+(depth per stage, kernel and hidden width per block) and optionally its per-block bit widths;
+``forward`` runs that subnet by slicing (``shared/reference/ofa-predictor.md`` §2).
+
+Typical use (how the predictor measures accuracies)::
+
+    net = load_supernet("cimnas/artifacts/fmnist/supernet.pt")
+    net.set_active(arch, policy)           # policy None = full precision
+    recalibrate_bn(net, train_batches)     # exact BN statistics of this subnet (OFA §2.4)
+    top1 = evaluate_accuracy(net, val_batches)
+
+:meth:`OFASupernet.export_subnet` turns the active choice into a static ``nn.Module``
+(:class:`~cimnas.models.static.StaticSubnet`) whose eval forward equals the supernet's.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cimnas.models.dynamic_ops import (
+    DynamicBatchNorm,
+    DynamicDepthwiseConv,
+    DynamicPointwiseConv,
+    DynamicSE,
+    _BatchStats,
+)
+from cimnas.models.quant import FULL_PRECISION, QuantConv2d, QuantLinear
+from cimnas.models.space import Architecture, QuantPolicy, SearchSpace, SpaceError, get_space
+from cimnas.models.static import (
+    ClassifierHead,
+    ConvBNAct,
+    StaticMBConv,
+    StaticSE,
+    StaticSubnet,
+    make_act,
+    signed_after,
+)
+
+SUPERNET_FORMAT = "cimnas.supernet/1"
+
+# ---------------------------------------------------------------------- sampling constraints
+
+HIDDEN_MODES = ("max", "upper", "all")
+
+
+@dataclass
+class PhaseSpec:
+    """One progressive-shrinking phase: which part of the space is sampled, and how it trains.
+
+    ``kernels`` / ``depths`` restrict the space's choices (None = all); ``hidden`` is ``max``
+    (largest hidden width only), ``upper`` (the upper half of each block's choices) or ``all``;
+    ``quantize`` samples bit widths together with architectures. ``subnets_per_step`` subnets
+    are trained per batch (sandwich: largest, smallest, then random ones); ``kd`` distils each
+    non-largest subnet from the largest one. ``sort_channels`` re-sorts hidden channels by
+    importance when the phase starts (OFA §2.3). ``lr`` is the peak learning rate, decayed by a
+    cosine over the phase after ``warmup_epochs`` of linear warm-up.
+    """
+
+    name: str
+    epochs: int = 1
+    kernels: list[int] | None = None
+    depths: list[int] | None = None
+    hidden: str = "all"
+    quantize: bool = False
+    subnets_per_step: int = 1
+    kd: bool = True
+    sort_channels: bool = False
+    lr: float = 0.05
+    warmup_epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.hidden not in HIDDEN_MODES:
+            raise ValueError(f"phase {self.name!r}: hidden={self.hidden!r} is not allowed; allowed values: {list(HIDDEN_MODES)}")
+        if self.epochs < 0:
+            raise ValueError(f"phase {self.name!r}: epochs={self.epochs} must be >= 0")
+        if self.subnets_per_step < 1:
+            raise ValueError(f"phase {self.name!r}: subnets_per_step={self.subnets_per_step} must be >= 1")
+
+
+def default_phases() -> list[PhaseSpec]:
+    """The progressive-shrinking order (full → kernel → depth → width → quantization-aware),
+    one epoch each; configs scale epochs and learning rates."""
+    return [
+        PhaseSpec("full", kernels=[7], depths=[4], hidden="max", subnets_per_step=1, kd=False, lr=0.1),
+        PhaseSpec("kernel", depths=[4], hidden="max", subnets_per_step=2, lr=0.03),
+        PhaseSpec("depth", hidden="max", subnets_per_step=2, lr=0.03),
+        PhaseSpec("width", hidden="all", subnets_per_step=4, sort_channels=True, lr=0.03),
+        PhaseSpec("quant", hidden="all", subnets_per_step=4, quantize=True, lr=0.01),
+    ]
+
+
+def _phase_by_name(name: str) -> PhaseSpec:
+    table = {p.name: p for p in default_phases()}
+    if name not in table:
+        raise ValueError(f"phase={name!r} is not allowed; allowed values: {sorted(table)}")
+    return table[name]
+
+
+# ---------------------------------------------------------------------- the elastic block
+
+
+class DynamicMBConv(nn.Module):
+    """Elastic inverted-residual block: 1×1 expand → k×k depthwise → [SE] → 1×1 project."""
+
+    def __init__(self, in_channels: int, out_channels: int, max_hidden: int, kernel_choices: tuple[int, ...],
+                 stride: int, act: str, se: bool, divisor: int, kernel_transform: bool = True,
+                 per_channel: bool = True):
+        super().__init__()
+        self.in_channels, self.out_channels, self.max_hidden = in_channels, out_channels, max_hidden
+        self.stride, self.act_name, self.divisor = stride, act, divisor
+        self.expand = DynamicPointwiseConv(in_channels, max_hidden, True, per_channel)
+        self.bn1 = DynamicBatchNorm(max_hidden)
+        self.dw = DynamicDepthwiseConv(max_hidden, kernel_choices, stride, kernel_transform,
+                                       signed_after(act), per_channel)
+        self.bn2 = DynamicBatchNorm(max_hidden)
+        self.se = DynamicSE(max_hidden, divisor, signed_after(act), per_channel) if se else None
+        self.project = DynamicPointwiseConv(max_hidden, out_channels, signed_after(act), per_channel)
+        self.bn3 = DynamicBatchNorm(out_channels)
+        self.act = make_act(act)
+        self.residual = stride == 1 and in_channels == out_channels
+        self.active_hidden = max_hidden
+        self.active_kernel = max(kernel_choices)
+        self.active_bits: tuple[int, int, int, int] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pw_w, pw_a, dw_w, dw_a = self.active_bits or (None, None, None, None)
+        h = self.act(self.bn1(self.expand(x, self.active_hidden, pw_w, pw_a)))
+        h = self.act(self.bn2(self.dw(h, self.active_kernel, dw_w, dw_a)))
+        if self.se is not None:
+            h = self.se(h, pw_w, pw_a)
+        h = self.bn3(self.project(h, self.out_channels, pw_w, pw_a))
+        return h + x if self.residual else h
+
+    def export(self) -> StaticMBConv:
+        """Static copy of the active block (sliced / transformed weights, sliced BN)."""
+        hid, k = self.active_hidden, self.active_kernel
+        pw_w, pw_a, dw_w, dw_a = self.active_bits or (FULL_PRECISION,) * 4
+        with torch.no_grad():
+            expand = _static_conv(self.expand, self.expand.active_weight(self.in_channels, hid), 1, 1, pw_w, pw_a)
+            dw = _static_conv(self.dw, self.dw.active_weight(hid, k), self.stride, hid, dw_w, dw_a)
+            project = _static_conv(self.project, self.project.active_weight(hid, self.out_channels), 1, 1, pw_w, pw_a)
+            se = None
+            if self.se is not None:
+                mid = self.se.mid_channels(hid)
+                reduce = _static_conv(self.se.reduce, self.se.reduce.active_weight(hid, mid), 1, 1, pw_w, pw_a,
+                                      bias=self.se.reduce.bias[:mid])
+                expand_se = _static_conv(self.se.expand, self.se.expand.active_weight(mid, hid), 1, 1, pw_w, pw_a,
+                                         bias=self.se.expand.bias[:hid])
+                se = StaticSE(reduce, expand_se)
+        return StaticMBConv(
+            ConvBNAct(expand, self.bn1.export(hid), make_act(self.act_name)),
+            ConvBNAct(dw, self.bn2.export(hid), make_act(self.act_name)),
+            se,
+            ConvBNAct(project, self.bn3.export(self.out_channels), None),
+            self.residual,
+        )
+
+    @torch.no_grad()
+    def sort_channels(self) -> None:
+        """Permute hidden channels by importance (L1 norm of their project-conv weights,
+        descending) so that every hidden width keeps the most important ones (OFA §2.3).
+        The block's function at every width that includes all channels is unchanged."""
+        importance = self.project.weight.abs().sum(dim=(0, 2, 3))
+        perm = torch.argsort(importance, descending=True)
+        self.expand.weight.copy_(self.expand.weight[perm])
+        self.dw.weight.copy_(self.dw.weight[perm])
+        self.project.weight.copy_(self.project.weight[:, perm])
+        for bn in (self.bn1, self.bn2):
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                t = getattr(bn.bn, name)
+                t.copy_(t[perm])
+        if self.se is not None:
+            se = self.se
+            se.reduce.weight.copy_(se.reduce.weight[:, perm])
+            se.expand.weight.copy_(se.expand.weight[perm])
+            se.expand.bias.copy_(se.expand.bias[perm])
+            se_perm = torch.argsort(se.expand.weight.abs().sum(dim=(0, 2, 3)), descending=True)
+            se.reduce.weight.copy_(se.reduce.weight[se_perm])
+            se.reduce.bias.copy_(se.reduce.bias[se_perm])
+            se.expand.weight.copy_(se.expand.weight[:, se_perm])
+
+
+def _static_conv(src: nn.Module, weight: torch.Tensor, stride: int, groups: int, weight_bits: int,
+                 input_bits: int, bias: torch.Tensor | None = None) -> QuantConv2d:
+    out_ch, in_per_group, k, _ = weight.shape
+    conv = QuantConv2d(in_per_group * groups, out_ch, k, stride=stride, groups=groups, bias=bias is not None,
+                       input_signed=src.input_quantizer.signed, weight_bits=weight_bits,
+                       input_bits=input_bits, per_channel=src.per_channel)
+    conv.weight.copy_(weight)
+    if bias is not None:
+        conv.bias.copy_(bias)
+    conv.input_quantizer.load_state_dict(src.input_quantizer.state_dict())
+    return conv
+
+
+def _export_fixed(module: nn.Module) -> nn.Module:
+    """Deep copy of a fixed part with every DynamicBatchNorm turned into a BatchNorm2d."""
+    out = copy.deepcopy(module)
+    for name, child in list(out.named_modules()):
+        for attr, sub in list(child.named_children()):
+            if isinstance(sub, DynamicBatchNorm):
+                setattr(child, attr, sub.export(sub.max_channels))
+    return out
+
+
+# ---------------------------------------------------------------------- the supernet
+
+
+class OFASupernet(nn.Module):
+    """Weight-sharing supernet of a MobileNet-style :class:`SearchSpace`.
+
+    Layers: stem conv (fixed), first block (fixed, depthwise + project), ``space.num_blocks``
+    elastic :class:`DynamicMBConv` blocks, head (final-expand for MBv3, feature-mix, classifier).
+    Fixed layers are quantized at ``space.fixed_bits`` whenever a policy is active.
+    """
+
+    def __init__(self, space: SearchSpace | str | dict = "apq_mbv2", kernel_transform: bool = True,
+                 per_channel_weights: bool = True, dropout: float = 0.1):
+        super().__init__()
+        space = get_space(space)
+        self.space = space
+        self.kernel_transform = kernel_transform
+        self.per_channel_weights = per_channel_weights
+        self.dropout_rate = dropout
+        pc = per_channel_weights
+        stem_ch, fb_ch = space.stem_channels, space.first_block_channels
+        fb_act = space.stages[0].act
+
+        self.stem = ConvBNAct(
+            QuantConv2d(space.in_channels, stem_ch, 3, stride=space.stem_stride, input_signed=True, per_channel=pc),
+            DynamicBatchNorm(stem_ch), make_act(space.stem_act))
+        self.first_block = StaticMBConv(
+            None,
+            ConvBNAct(QuantConv2d(stem_ch, stem_ch, space.first_block_kernel, groups=stem_ch,
+                                  input_signed=signed_after(space.stem_act), per_channel=pc),
+                      DynamicBatchNorm(stem_ch), make_act(fb_act)),
+            None,
+            ConvBNAct(QuantConv2d(stem_ch, fb_ch, 1, input_signed=signed_after(fb_act), per_channel=pc),
+                      DynamicBatchNorm(fb_ch), None),
+            residual=stem_ch == fb_ch,
+        )
+        blocks = []
+        for b in range(space.num_blocks):
+            stage = space.stages[space.block_stage[b]]
+            blocks.append(DynamicMBConv(
+                space.block_in_channels[b], space.block_out_channels[b], space.max_hidden(b),
+                space.kernel_choices, space.block_stride[b], stage.act, stage.se, space.divisor,
+                kernel_transform, pc))
+        self.blocks = nn.ModuleList(blocks)
+
+        head_act = space.stages[-1].act
+        last = space.last_channels
+        final_expand = None
+        if space.final_expand_channels is not None:
+            final_expand = ConvBNAct(QuantConv2d(last, space.final_expand_channels, 1, input_signed=True, per_channel=pc),
+                                     DynamicBatchNorm(space.final_expand_channels), make_act(head_act))
+            mix_in, mix_signed = space.final_expand_channels, signed_after(head_act)
+        else:
+            mix_in, mix_signed = last, True
+        if space.head_before_pool:
+            feature_mix = ConvBNAct(QuantConv2d(mix_in, space.head_channels, 1, input_signed=mix_signed, per_channel=pc),
+                                    DynamicBatchNorm(space.head_channels), make_act(head_act))
+        else:  # MBv3: after pooling, no BN, no bias (OFA)
+            feature_mix = ConvBNAct(QuantConv2d(mix_in, space.head_channels, 1, input_signed=mix_signed, per_channel=pc),
+                                    None, make_act(head_act))
+        classifier = QuantLinear(space.head_channels, space.num_classes, input_signed=signed_after(head_act), per_channel=pc)
+        self.head = ClassifierHead(final_expand, feature_mix, space.head_before_pool, classifier, dropout)
+
+        self._stage_blocks: list[list[int]] = [[] for _ in space.stages]
+        for b, s in enumerate(space.block_stage):
+            self._stage_blocks[s].append(b)
+        self.active_depths = [max(space.stage_depth_choices(s)) for s in range(space.num_stages)]
+        self.active_arch = Architecture.largest(space)
+        self.active_policy: QuantPolicy | None = None
+
+    # ------------------------------------------------------------------ state
+    def fixed_layers(self) -> list[QuantConv2d | QuantLinear]:
+        layers = [m for m in (*self.stem.modules(), *self.first_block.modules(), *self.head.modules())
+                  if isinstance(m, (QuantConv2d, QuantLinear))]
+        return layers
+
+    def set_active(self, arch: Architecture, policy: QuantPolicy | None = None) -> None:
+        """Select a subnet (validated against the space) and its bit widths (None = float)."""
+        arch.validate(self.space)
+        if policy is not None:
+            policy.validate(self.space)
+        self.active_depths = list(arch.depths)
+        for b, block in enumerate(self.blocks):
+            block.active_hidden = arch.hidden[b]
+            block.active_kernel = arch.kernels[b]
+            block.active_bits = None if policy is None else policy.block_bits(b)
+        fixed = FULL_PRECISION if policy is None else self.space.fixed_bits
+        for layer in self.fixed_layers():
+            layer.set_bits(fixed, fixed)
+        self.active_arch = Architecture.from_dict(arch.to_dict())
+        self.active_policy = None if policy is None else QuantPolicy.from_dict(policy.to_dict())
+
+    def set_max(self) -> None:
+        self.set_active(Architecture.largest(self.space), None)
+
+    def set_min(self) -> None:
+        self.set_active(Architecture.smallest(self.space), None)
+
+    def active_config(self) -> tuple[Architecture, QuantPolicy | None]:
+        policy = None if self.active_policy is None else QuantPolicy.from_dict(self.active_policy.to_dict())
+        return Architecture.from_dict(self.active_arch.to_dict()), policy
+
+    # ------------------------------------------------------------------ sampling
+    def phase_choices(self, phase: PhaseSpec | str | None) -> dict[str, Any]:
+        """Allowed choices per axis under a phase's constraints."""
+        space = self.space
+        phase = _phase_by_name(phase) if isinstance(phase, str) else phase
+        kernels = list(space.kernel_choices)
+        if phase is not None and phase.kernels is not None:
+            kernels = [k for k in kernels if k in phase.kernels] or [max(space.kernel_choices)]
+        depths = []
+        for s in range(space.num_stages):
+            allowed = list(space.stage_depth_choices(s))
+            if phase is not None and phase.depths is not None:
+                allowed = [d for d in allowed if d in phase.depths] or [max(allowed)]
+            depths.append(allowed)
+        hidden = []
+        for b in range(space.num_blocks):
+            choices = list(space.hidden_choices(b))
+            mode = "all" if phase is None else phase.hidden
+            if mode == "max":
+                choices = choices[-1:]
+            elif mode == "upper":
+                choices = choices[len(choices) // 2:]
+            hidden.append(choices)
+        return {"kernels": kernels, "depths": depths, "hidden": hidden,
+                "resolution": list(space.resolution_choices),
+                "quantize": bool(phase is not None and phase.quantize)}
+
+    def phase_extreme(self, phase: PhaseSpec | str | None, largest: bool) -> tuple[Architecture, QuantPolicy | None]:
+        """Largest (float) or smallest (lowest bits when the phase quantizes) subnet of a phase."""
+        c = self.phase_choices(phase)
+        pick = max if largest else min
+        arch = Architecture(
+            depths=[pick(d) for d in c["depths"]], kernels=[pick(c["kernels"])] * self.space.num_blocks,
+            hidden=[pick(h) for h in c["hidden"]], resolution=pick(c["resolution"]))
+        policy = None
+        if c["quantize"] and not largest:
+            policy = QuantPolicy.uniform(self.space, min(self.space.bit_choices))
+        return arch, policy
+
+    def sample_config(self, generator: torch.Generator | None = None,
+                      phase: PhaseSpec | str | None = None) -> tuple[Architecture, QuantPolicy | None]:
+        c = self.phase_choices(phase)
+
+        def pick(options: list[Any]) -> Any:
+            return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+        arch = Architecture(
+            depths=[pick(d) for d in c["depths"]],
+            kernels=[pick(c["kernels"]) for _ in range(self.space.num_blocks)],
+            hidden=[pick(h) for h in c["hidden"]], resolution=pick(c["resolution"]))
+        policy = QuantPolicy.random(self.space, generator) if c["quantize"] else None
+        return arch, policy
+
+    def sample_active(self, generator: torch.Generator | None = None,
+                      phase: PhaseSpec | str | None = None) -> tuple[Architecture, QuantPolicy | None]:
+        """Sample a subnet uniformly within ``phase``'s constraints (None = the whole space,
+        float), make it active and return it. Same generator state ⇒ same subnet (DDP ranks)."""
+        arch, policy = self.sample_config(generator, phase)
+        self.set_active(arch, policy)
+        return arch, policy
+
+    # ------------------------------------------------------------------ forward / export
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.first_block(self.stem(x))
+        for s, blocks in enumerate(self._stage_blocks):
+            for b in blocks[: self.active_depths[s]]:
+                x = self.blocks[b](x)
+        return self.head(x)
+
+    def active_block_indices(self) -> list[int]:
+        return [b for s, blocks in enumerate(self._stage_blocks) for b in blocks[: self.active_depths[s]]]
+
+    def export_subnet(self, arch: Architecture | None = None, policy: QuantPolicy | None = None) -> StaticSubnet:
+        """Static copy of a subnet (the active one when ``arch`` is None) with inherited
+        weights; in eval mode its output equals the supernet's with the same config. BN
+        statistics are copied as they are: recalibrate the supernet first."""
+        if arch is not None:
+            self.set_active(arch, policy)
+        arch, policy = self.active_config()
+        blocks = [self.blocks[b].export() for b in self.active_block_indices()]
+        config = {"space": self.space.to_dict(), "arch": arch.to_dict(),
+                  "policy": None if policy is None else policy.to_dict()}
+        net = StaticSubnet(_export_fixed(self.stem), _export_fixed(self.first_block), blocks,
+                           _export_fixed(self.head), config)
+        return net.train(self.training)
+
+    def sort_channels(self) -> None:
+        for block in self.blocks:
+            block.sort_channels()
+
+
+# ---------------------------------------------------------------------- BN recalibration / eval
+
+
+def _images(batch: Any) -> torch.Tensor:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def fit_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Bilinear resize of a batch to ``resolution`` (no-op when it already has that size)."""
+    if x.shape[-1] == resolution and x.shape[-2] == resolution:
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[Any], max_batches: int | None = None,
+                   sync_distributed: bool | None = None) -> int:
+    """Reset the BN statistics of the active subnet to the exact batch statistics averaged over
+    ``batches`` (tensors or ``(images, labels)`` tuples), weighted by batch size (OFA §2.4).
+    Under an initialised process group the sums are all-reduced. Returns the images used."""
+    layers = [m for m in model.modules() if isinstance(m, DynamicBatchNorm)]
+    if not layers:
+        raise ValueError("recalibrate_bn needs a model with DynamicBatchNorm layers (an OFASupernet)")
+    resolution = getattr(getattr(model, "active_arch", None), "resolution", None)
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    for layer in layers:
+        layer.calibration = _BatchStats()
+    seen = 0
+    try:
+        for i, batch in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            x = _images(batch).to(device)
+            if resolution is not None:
+                x = fit_resolution(x, resolution)
+            model(x)
+            seen += x.shape[0]
+        if seen == 0:
+            raise ValueError("recalibrate_bn received no batches")
+        if sync_distributed is None:
+            sync_distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        for layer in layers:
+            stats = layer.calibration
+            if stats.mean_sum is None:  # layer of a skipped block
+                continue
+            mean_sum, var_sum = stats.mean_sum, stats.var_sum
+            count = torch.tensor(float(stats.count), device=mean_sum.device)
+            if sync_distributed:
+                for t in (mean_sum, var_sum, count):
+                    torch.distributed.all_reduce(t)
+            c = mean_sum.shape[0]
+            layer.bn.running_mean[:c] = mean_sum / count
+            layer.bn.running_var[:c] = var_sum / count
+    finally:
+        for layer in layers:
+            layer.calibration = None
+        model.train(was_training)
+    return seen
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, batches: Iterable[Any], max_batches: int | None = None) -> float:
+    """Top-1 accuracy (fraction) of ``model`` in eval mode over ``(images, labels)`` batches,
+    resized to the active resolution when the model is a supernet."""
+    resolution = getattr(getattr(model, "active_arch", None), "resolution", None)
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        for i, (x, y) in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            if resolution is not None:
+                x = fit_resolution(x, resolution)
+            correct += int((model(x).argmax(dim=1) == y).sum())
+            total += int(y.numel())
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise ValueError("evaluate_accuracy received no batches")
+    return correct / total
+
+
+# ---------------------------------------------------------------------- save / load
+
+
+def _options(model: OFASupernet) -> dict[str, Any]:
+    return {"kernel_transform": model.kernel_transform, "per_channel_weights": model.per_channel_weights,
+            "dropout": model.dropout_rate}
+
+
+def supernet_record(model: OFASupernet) -> dict[str, Any]:
+    """Plain-data description needed to rebuild ``model`` (space + constructor options)."""
+    return {"format": SUPERNET_FORMAT, "space": model.space.to_dict(), "options": _options(model)}
+
+
+def save_supernet(model: OFASupernet, path: str | os.PathLike) -> Path:
+    """Write the supernet (plain state dict + space as a dict) atomically; loadable with
+    ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    record = {**supernet_record(model), "state_dict": state}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(record, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def supernet_from_record(record: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None) -> OFASupernet:
+    if record.get("format") != SUPERNET_FORMAT:
+        raise ValueError(f"unknown supernet format {record.get('format')!r}; expected {SUPERNET_FORMAT!r}")
+    model = OFASupernet(SearchSpace.from_dict(record["space"]), **record.get("options", {}))
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    return model
+
+
+def load_supernet(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> OFASupernet:
+    """Load a file written by :func:`save_supernet`, or a Lightning checkpoint of
+    :class:`cimnas.models.supernet_module.OFASupernetModule`."""
+    obj = torch.load(path, map_location=map_location, weights_only=True)
+    if "format" in obj:
+        return supernet_from_record(obj, obj["state_dict"])
+    if "cimnas_supernet" in obj and "state_dict" in obj:  # Lightning checkpoint of our module
+        prefix = "supernet."
+        state = {k[len(prefix):]: v for k, v in obj["state_dict"].items() if k.startswith(prefix)}
+        return supernet_from_record(obj["cimnas_supernet"], state)
+    raise ValueError(f"{path}: neither a save_supernet file nor a Lightning checkpoint of OFASupernetModule")
+
+
+# ---------------------------------------------------------------------- hardware workload
+
+
+def collect_workload(supernet: OFASupernet, arch: Architecture, policy: QuantPolicy | None,
+                     images: torch.Tensor):
+    """Per-layer shapes, bit widths and input / weight value histograms of one subnet in the
+    cost model's workload format: exports the subnet and hands it to
+    :func:`cimnas.hw.workload.workload_from_module`. Recalibrate BN first."""
+    from cimnas.hw.workload import workload_from_module  # the cost model owns the format
+
+    net = supernet.export_subnet(arch, policy).eval()
+    images = fit_resolution(images.to(_model_device(net)), arch.resolution)
+    return workload_from_module(net, images)
+
+
+__all__ = [
+    "PhaseSpec", "default_phases", "DynamicMBConv", "OFASupernet", "recalibrate_bn", "evaluate_accuracy",
+    "fit_resolution", "save_supernet", "load_supernet", "supernet_record", "supernet_from_record",
+    "collect_workload", "SUPERNET_FORMAT",
+]
