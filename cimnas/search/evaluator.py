@@ -1,0 +1,294 @@
+"""Batched evaluation of genomes: decode -> accuracy source + CIM cost model -> metrics, constraints.
+
+``genome [B, G]`` -> (``ArchBatch``, ``HardwareBatch``) -> ``AccuracySource.predict`` ``[B]`` and
+``cimnas.hw.evaluate(workload_from_arch(...), hardware)`` ``[B]`` -> :class:`Evaluation`: metrics,
+the total constraint violation and a reason code per design. No per-candidate Python loop on the
+normal path.
+
+Constraints (constraint domination, never a silent score): whole-network capacity (required cells
+<= available cells) and chip area <= budget (default 800 mm² = the reference's 8 cm²). The total
+violation is the sum of relative violations, ``max(0, required/available - 1) + max(0,
+area/budget - 1)``, so cells and mm² add up without a unit clash. A design the cost model or the
+predictor cannot evaluate (non-finite result, cost-model failure) is infeasible with violation
+:data:`FAILED_CV` and its reason is logged; it can never rank above a feasible design (the
+reference scores such designs 0 = best, ``cimnas-reference-code.md`` §1.9).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from cimnas.models.space import ArchBatch
+from cimnas.search.genome import JointGenome
+
+log = logging.getLogger("cimnas.search")
+
+#: Constraint violation given to designs that could not be evaluated.
+FAILED_CV = 1e30
+
+#: Reason codes stored per design (``reason_code`` column).
+REASONS = ("ok", "capacity", "area", "capacity+area", "evaluation_failed")
+
+#: Metric columns of an :class:`Evaluation`, in the order they are stored and written to CSV.
+METRIC_COLUMNS = (
+    "accuracy", "energy_j", "latency_s", "area_mm2", "edap_j_s_mm2", "tops", "tops_per_w", "tops_per_mm2",
+    "tops_per_w_layer_mean", "tops_per_mm2_layer_mean", "utilization", "required_cells", "available_cells",
+    "weight_bits", "capacity_violation", "area_violation", "reason_code",
+)
+
+
+@runtime_checkable
+class AccuracySource(Protocol):
+    """Anything that predicts top-1 accuracy (a fraction) for a batch of (architecture, bits)."""
+
+    def predict(self, arch_batch: ArchBatch) -> torch.Tensor:  # pragma: no cover - protocol
+        ...
+
+
+class ArtifactError(FileNotFoundError):
+    """A default artifact (predictor checkpoint, layer statistics) is missing."""
+
+
+#: The one command that regenerates the shipped default artifacts (see docs/search.md).
+REGENERATE_HINT = "python -m cimnas.artifacts.build  (see docs/search.md, 'Default artifacts')"
+
+
+def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> AccuracySource:
+    """Load the accuracy predictor checkpoint, failing loudly (never falling back to a proxy)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(
+            f"accuracy predictor checkpoint {str(path)!r} not found. The default search needs the shipped "
+            f"default artifacts; regenerate them with: {REGENERATE_HINT}, or pass --predictor PATH."
+        )
+    from cimnas.models.predictor import AccuracyPredictor
+
+    predictor = AccuracyPredictor.from_checkpoint(path, map_location=device)
+    predictor.eval()
+    return predictor
+
+
+@dataclass
+class ConstraintConfig:
+    """Constraints handled by constraint domination.
+
+    Attributes:
+        area_budget_mm2: chip-area budget (reference: 8 cm² = 800 mm²); null disables it.
+        capacity: require the whole network's weights to fit on chip (weight-stationary).
+    """
+
+    area_budget_mm2: float | None = 800.0
+    capacity: bool = True
+
+    def __post_init__(self) -> None:
+        if self.area_budget_mm2 is not None and self.area_budget_mm2 <= 0:
+            raise ValueError(f"constraints.area_budget_mm2={self.area_budget_mm2} must be positive or null")
+
+
+@dataclass
+class Evaluation:
+    """Metrics of a batch (``float64 [B]`` each, NaN where unknown), the total constraint violation
+    ``cv [B]`` (0 = feasible) and ``messages``: the distinct failure reasons seen in this batch."""
+
+    metrics: dict[str, torch.Tensor]
+    cv: torch.Tensor
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def feasible(self) -> torch.Tensor:
+        return self.cv <= 0
+
+    @property
+    def failed(self) -> torch.Tensor:
+        return self.metrics["reason_code"] == REASONS.index("evaluation_failed")
+
+    def columns(self) -> torch.Tensor:
+        """``float64 [B, len(METRIC_COLUMNS)]`` in :data:`METRIC_COLUMNS` order."""
+        return torch.stack([self.metrics[c].double() for c in METRIC_COLUMNS], dim=1)
+
+
+def _metric(result: Any, name: str, like: torch.Tensor) -> torch.Tensor:
+    value = getattr(result, name, None)
+    if value is None:
+        return torch.full_like(like, math.nan)
+    return value.to(like.device, torch.float64).reshape(like.shape)
+
+
+class DesignEvaluator:
+    """Scores genomes of a :class:`JointGenome`.
+
+    Args:
+        genome: the joint genome (its ``hw_space`` decodes the hardware genes).
+        accuracy: an :class:`AccuracySource` (the trained predictor in every shipped config).
+        constraints: :class:`ConstraintConfig`.
+        value_stats: layer value statistics passed to ``cimnas.hw.workload_from_arch``.
+        reference_compat: reproduce the reference code's cost-model quirks.
+    """
+
+    def __init__(self, genome: JointGenome, accuracy: AccuracySource, constraints: ConstraintConfig | None = None,
+                 value_stats: Any = None, reference_compat: bool = False):
+        if not isinstance(accuracy, AccuracySource):
+            raise TypeError(f"accuracy source {type(accuracy).__name__} has no predict(ArchBatch) method")
+        self.genome = genome
+        self.accuracy = accuracy
+        self.constraints = constraints or ConstraintConfig()
+        self.value_stats = value_stats
+        self.reference_compat = reference_compat
+        self._seen_messages: set[str] = set()
+
+    # ------------------------------------------------------------------ cost model
+    def cost(self, genome: torch.Tensor) -> tuple[ArchBatch, Any, Any, Any]:
+        """(ArchBatch, HardwareBatch, Workload, CostResult) of ``genome`` (raises on cost-model errors)."""
+        from cimnas.hw import evaluate, workload_from_arch
+
+        arch, hardware = self.genome.decode(genome)
+        workload = workload_from_arch(self.genome.space, arch, value_stats=self.value_stats)
+        result = evaluate(workload, hardware, reference_compat=self.reference_compat)
+        return arch, hardware, workload, result
+
+    def _cost_rows(self, genome: torch.Tensor) -> tuple[Any, list[str | None]]:
+        """Cost of a batch; if the batched call raises, isolate the failing rows one by one (error
+        path only) so a single bad design cannot take the population down with it."""
+        try:
+            return self.cost(genome)[3], [None] * genome.shape[0]
+        except Exception as exc:  # noqa: BLE001 - any cost-model error makes designs infeasible
+            if genome.shape[0] == 1:
+                return None, [f"cost model raised {type(exc).__name__}: {exc}"]
+        results, errors = [], []
+        for row in genome.split(1):
+            res, err = self._cost_rows(row)
+            results.append(res)
+            errors.extend(err)
+        return results, errors
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, genome: torch.Tensor) -> Evaluation:
+        genome = self.genome.check(genome)
+        batch = genome.shape[0]
+        device = genome.device
+        nan = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
+        arch = self.genome.decode_arch(genome)
+        messages: list[str] = []
+
+        accuracy = self.accuracy.predict(arch).to(device, torch.float64).reshape(batch)
+        failed = ~torch.isfinite(accuracy)
+        if failed.any():
+            messages.append("accuracy source returned a non-finite value")
+
+        metrics = {c: nan.clone() for c in METRIC_COLUMNS}
+        metrics["accuracy"] = accuracy
+        if self.genome.hw_space is not None:
+            result, errors = self._cost_rows(genome)
+            if isinstance(result, list):  # row-wise fallback
+                rows = [self._result_metrics(r, nan[:1]) if r is not None else None for r in result]
+                for name in METRIC_COLUMNS[1:]:
+                    metrics[name] = torch.cat([r[name] if r is not None else nan[:1] for r in rows])
+            else:
+                metrics.update(self._result_metrics(result, nan))
+            err = torch.tensor([e is not None for e in errors], device=device)
+            messages += sorted({e for e in errors if e is not None})
+            failed |= err
+            reason = getattr(result, "reason", None) if not isinstance(result, list) else None
+            failed |= self._model_failures(result, reason, metrics, messages, batch, device)
+            core = torch.stack([metrics[k] for k in ("energy_j", "latency_s", "area_mm2")], dim=1)
+            bad = ~torch.isfinite(core).all(dim=1) | (core <= 0).any(dim=1)
+            if (bad & ~failed).any():
+                messages.append("cost model returned non-finite or non-positive energy/latency/area")
+            failed |= bad
+
+        cap_v = torch.zeros(batch, dtype=torch.float64, device=device)
+        area_v = torch.zeros_like(cap_v)
+        if self.genome.hw_space is not None and self.constraints.capacity:
+            cap_v = (metrics["required_cells"] / metrics["available_cells"] - 1.0).clamp_min(0.0)
+        if self.genome.hw_space is not None and self.constraints.area_budget_mm2 is not None:
+            area_v = (metrics["area_mm2"] / self.constraints.area_budget_mm2 - 1.0).clamp_min(0.0)
+        cap_v = torch.nan_to_num(cap_v, nan=0.0)
+        area_v = torch.nan_to_num(area_v, nan=0.0)
+        cv = torch.where(failed, torch.full_like(cap_v, FAILED_CV), cap_v + area_v)
+        code = (cap_v > 0).long() + 2 * (area_v > 0).long()
+        code = torch.where(failed, torch.full_like(code, REASONS.index("evaluation_failed")), code)
+        metrics["capacity_violation"] = cap_v
+        metrics["area_violation"] = area_v
+        metrics["reason_code"] = code.double()
+        for m in messages:
+            if m not in self._seen_messages:
+                self._seen_messages.add(m)
+                log.warning("design evaluation failed (design made infeasible): %s", m)
+        return Evaluation(metrics=metrics, cv=cv, messages=messages)
+
+    def _result_metrics(self, result: Any, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {
+            "energy_j": _metric(result, "energy_j", like),
+            "latency_s": _metric(result, "latency_s", like),
+            "area_mm2": _metric(result, "area_mm2", like),
+            "tops": _metric(result, "tops", like),
+            "tops_per_w": _metric(result, "tops_per_w", like),
+            "tops_per_mm2": _metric(result, "tops_per_mm2", like),
+            "tops_per_w_layer_mean": _metric(result, "tops_per_w_layer_mean", like),
+            "tops_per_mm2_layer_mean": _metric(result, "tops_per_mm2_layer_mean", like),
+            "utilization": _metric(result, "utilization", like),
+            "required_cells": _metric(result, "required_cells", like),
+            "available_cells": _metric(result, "available_cells", like),
+            "weight_bits": _metric(result, "weight_bits", like),
+        }
+        out["edap_j_s_mm2"] = out["energy_j"] * out["latency_s"] * out["area_mm2"]
+        return out
+
+    def _model_failures(self, result: Any, reason: Any, metrics: dict[str, torch.Tensor], messages: list[str],
+                        batch: int, device: torch.device) -> torch.Tensor:
+        """Designs the cost model itself flags as unevaluable (reasons other than capacity/area)."""
+        failed = torch.zeros(batch, dtype=torch.bool, device=device)
+        if result is None or isinstance(result, list) or reason is None:
+            return failed
+        if isinstance(reason, torch.Tensor):
+            return failed  # numeric reason codes: capacity / area are recomputed here
+        for i, text in enumerate(reason):
+            if not text:
+                continue
+            lowered = str(text).lower()
+            if any(word in lowered for word in ("capacity", "area", "cells", "fit")):
+                continue
+            failed[i] = True
+            messages.append(str(text))
+        return failed
+
+    # ------------------------------------------------------------------ sampling
+    def sample_capacity_feasible(self, n: int, lower: torch.Tensor, upper: torch.Tensor, generator: torch.Generator,
+                                 max_rounds: int = 50) -> torch.Tensor:
+        """``n`` distinct genomes within ``[lower, upper]`` that pass the capacity check (the
+        reference's rejection sampling); after ``max_rounds`` the least-violating rest fills up."""
+        device = lower.device
+        kept = torch.zeros((0, lower.numel()), dtype=torch.long, device=device)
+        spare_values, spare_cv = [], []
+        span = (upper - lower + 1).double()
+        for _ in range(max_rounds):
+            u = torch.rand((4 * n, lower.numel()), generator=generator, device=device, dtype=torch.float64)
+            cand = torch.minimum(lower + (u * span).long(), upper)
+            ev = self.evaluate(cand)
+            ok = (ev.metrics["capacity_violation"] <= 0) & ~ev.failed
+            spare_values.append(cand[~ok])
+            spare_cv.append(torch.where(ev.failed, torch.full_like(ev.cv, FAILED_CV), ev.metrics["capacity_violation"])[~ok])
+            pool = torch.cat([kept, cand[ok]])
+            from cimnas.search.operators import first_occurrence
+
+            kept = pool[first_occurrence(pool)][:n]
+            if kept.shape[0] >= n:
+                return kept
+        values = torch.cat(spare_values)
+        order = torch.argsort(torch.cat(spare_cv), stable=True)
+        log.warning("only %d of %d initial designs pass the capacity check after %d rounds; filling with the "
+                    "least-violating ones", kept.shape[0], n, max_rounds)
+        return torch.cat([kept, values[order][: n - kept.shape[0]]])
+
+
+__all__ = [
+    "AccuracySource", "ArtifactError", "ConstraintConfig", "DesignEvaluator", "Evaluation", "FAILED_CV",
+    "METRIC_COLUMNS", "REASONS", "load_predictor",
+]

@@ -1,0 +1,88 @@
+"""The joint search as a vectorized EvoTorch :class:`~evotorch.Problem`.
+
+One call scores the whole population: ``genome [N, G] -> DesignEvaluator -> objective keys``.
+Evaluation columns (``batch.evals``): the objective values (1, or 2 for the Pareto mode: EDAP
+min, accuracy max), then the eval data ``cv`` (total constraint violation, 0 = feasible), the
+extra lexicographic keys, and every metric of :data:`~cimnas.search.evaluator.METRIC_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from evotorch import Problem, SolutionBatch
+
+from cimnas.search.evaluator import METRIC_COLUMNS, DesignEvaluator, Evaluation
+from cimnas.search.objectives import ObjectiveConfig, objective_keys
+
+
+class JointProblem(Problem):
+    """Args:
+        evaluator: :class:`DesignEvaluator` of the joint genome.
+        objective: :class:`ObjectiveConfig`.
+        fixed_genes: ``{gene index: option index}`` frozen during the search (baselines).
+        device: where the population lives and is evaluated (``cpu`` / ``cuda``).
+        num_actors: EvoTorch Ray actors (``None``: evaluate in-process). With actors the population
+            stays on the CPU; each actor evaluates a piece vectorized (see docs/search.md).
+    """
+
+    def __init__(self, evaluator: DesignEvaluator, objective: ObjectiveConfig, *, fixed_genes: dict[int, int] | None = None,
+                 device: str | torch.device = "cpu", num_actors: int | str | None = None,
+                 num_gpus_per_actor: float | str | None = None):
+        self.evaluator = evaluator
+        self.objective = objective
+        genome = evaluator.genome
+        lower = torch.zeros(genome.length, dtype=torch.long)
+        upper = genome.upper_bounds().clone()
+        for index, value in (fixed_genes or {}).items():
+            if not 0 <= value <= int(upper[index]):
+                gene = genome.genes[index]
+                raise ValueError(f"fixed gene {gene.name}: index {value} outside 0..{int(upper[index])}")
+            lower[index] = value
+            upper[index] = value
+        self.num_objectives = len(objective.senses)
+        self.extra_keys = objective.num_keys - 1 if not objective.is_pareto else 0
+        self.data_columns = ["cv", *[f"key{i + 1}" for i in range(self.extra_keys)], *METRIC_COLUMNS]
+        self.eval_columns = (["edap_j_s_mm2_objective", "accuracy_objective"] if objective.is_pareto
+                             else [f"objective_{objective.name}"]) + self.data_columns
+        self.cv_column = self.num_objectives
+        self.key_columns = [0] + [self.num_objectives + 1 + i for i in range(self.extra_keys)]
+        actor_kwargs: dict[str, Any] = {}
+        if num_actors is not None:
+            actor_kwargs["num_actors"] = num_actors
+            if num_gpus_per_actor is not None:
+                actor_kwargs["num_gpus_per_actor"] = num_gpus_per_actor
+        super().__init__(
+            objective.senses if objective.is_pareto else objective.senses[0],
+            solution_length=genome.length, dtype=torch.int64, bounds=(lower, upper), eval_dtype=torch.float64,
+            eval_data_length=len(self.data_columns), device=device, store_solution_stats=False, **actor_kwargs,
+        )
+
+    def column(self, name: str) -> int:
+        """Index of a named column in ``batch.evals``."""
+        return self.eval_columns.index(name)
+
+    def evaluation_to_evals(self, ev: Evaluation) -> torch.Tensor:
+        """Objective values + eval data ``[N, M + D]`` of an :class:`Evaluation`."""
+        keys = objective_keys(self.objective, ev.metrics)
+        objs = keys[:, : self.num_objectives]
+        parts = [objs, ev.cv.unsqueeze(1)]
+        if self.extra_keys:
+            parts.append(keys[:, 1:])
+        parts.append(ev.columns())
+        return torch.cat(parts, dim=1)
+
+    def _evaluate_batch(self, batch: SolutionBatch) -> None:
+        genome = batch.values.clone().long()
+        evals = self.evaluation_to_evals(self.evaluator.evaluate(genome))
+        batch.set_evals(evals.to(batch.device, batch.eval_dtype))
+
+    def sample_initial(self, n: int, generator: torch.Generator, max_rounds: int = 50) -> torch.Tensor:
+        """Capacity-feasible, distinct initial genomes within this problem's bounds."""
+        lower = self.lower_bounds.to(generator.device).long()
+        upper = self.upper_bounds.to(generator.device).long()
+        return self.evaluator.sample_capacity_feasible(n, lower, upper, generator, max_rounds=max_rounds)
+
+
+__all__ = ["JointProblem"]
