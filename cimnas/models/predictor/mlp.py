@@ -1,0 +1,106 @@
+"""APQ-shaped accuracy MLP (``shared/reference/cimnas-reference-code.md`` §1.6).
+
+    h1 = ReLU(W_arch x_arch + b_arch) [+ W_q x_quant + b_q]       (quant branch: no ReLU)
+    h  = ReLU(W_3 ReLU(W_2 h1 + b_2) + b_3)
+    y  = w_out . h + b_out                                         (accuracy fraction)
+
+Parameter names follow APQ's ``utils/accuracy_predictor.py`` (``layers.{i}.0``, ``quantize_fc``,
+``regressor``) so APQ's released ``acc_quant.pt`` state dict (772-dim input) loads with
+``strict=True``, and a full-precision predictor (no ``quantize_fc``) transfers into the
+quantization-aware one with ``strict=False`` exactly as APQ's predictor transfer does.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cimnas.models.predictor.encoding import EncodedIndices
+
+
+class AccuracyMLP(nn.Module):
+    """``arch_dim`` -> ``hidden_size`` x ``num_layers`` -> 1; a quant branch when ``quant_dim > 0``."""
+
+    def __init__(self, arch_dim: int, quant_dim: int = 0, hidden_size: int = 400, num_layers: int = 3):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers={num_layers} must be >= 1")
+        self.arch_dim, self.quant_dim = arch_dim, quant_dim
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.Linear(arch_dim if i == 0 else hidden_size, hidden_size), nn.ReLU())
+            for i in range(num_layers)
+        )
+        self.quantize_fc = nn.Linear(quant_dim, hidden_size) if quant_dim > 0 else None
+        self.regressor = nn.Linear(hidden_size, 1)
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantize_fc is not None
+
+    @property
+    def input_dim(self) -> int:
+        return self.arch_dim + self.quant_dim
+
+    def _tail(self, h: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[1:]:
+            h = layer(h)
+        return self.regressor(h).squeeze(-1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Dense features ``[B, arch_dim (+ quant_dim)]`` -> predictions ``[B]``."""
+        if features.shape[-1] != self.input_dim:
+            raise ValueError(f"features have {features.shape[-1]} columns; this predictor takes "
+                             f"{self.input_dim} ({self.arch_dim} arch + {self.quant_dim} quant)")
+        h = self.layers[0](features[:, : self.arch_dim])
+        if self.quantize_fc is not None:
+            h = h + self.quantize_fc(features[:, self.arch_dim:])
+        return self._tail(h)
+
+    def forward_indices(self, idx: EncodedIndices) -> torch.Tensor:
+        """Same result as :meth:`forward` on the dense one-hot vector, but the first layer is an
+        ``embedding_bag`` sum over the (at most 6 NB) hot columns instead of a dense matmul."""
+        first = self.layers[0][0]
+        h = F.embedding_bag(idx.arch_index, first.weight.t(), per_sample_weights=idx.arch_weight,
+                            mode="sum") + first.bias
+        h = torch.relu(h)
+        if self.quantize_fc is not None:
+            h = h + F.embedding_bag(idx.quant_index, self.quantize_fc.weight.t(),
+                                    per_sample_weights=idx.quant_weight, mode="sum") + self.quantize_fc.bias
+        return self._tail(h)
+
+    def init_output_bias(self, mean_accuracy: float) -> None:
+        """Start from "predict the mean" (OFA/APQ: stabilises training)."""
+        with torch.no_grad():
+            self.regressor.bias.fill_(float(mean_accuracy))
+
+    def zero_quant_branch(self) -> None:
+        """Make the quant branch a no-op, so a transferred predictor starts as the fp one."""
+        if self.quantize_fc is not None:
+            with torch.no_grad():
+                self.quantize_fc.weight.zero_()
+                self.quantize_fc.bias.zero_()
+
+    def load_full_precision(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Predictor transfer (APQ): copy every layer of a full-precision predictor's state dict;
+        the quant branch keeps its own initialisation."""
+        missing, unexpected = self.load_state_dict(state_dict, strict=False)
+        allowed_missing = {"quantize_fc.weight", "quantize_fc.bias"}
+        if unexpected or set(missing) - allowed_missing:
+            raise ValueError(f"not a full-precision predictor state dict of this shape: missing "
+                             f"{sorted(set(missing) - allowed_missing)}, unexpected {sorted(unexpected)}")
+
+
+def mlp_shape_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, int]:
+    """``arch_dim``, ``quant_dim``, ``hidden_size``, ``num_layers`` of an APQ-layout state dict."""
+    if "layers.0.0.weight" not in state_dict or "regressor.weight" not in state_dict:
+        raise ValueError(f"not an APQ-layout predictor state dict (keys: {sorted(state_dict)[:8]}...); "
+                         "expected layers.0.0.weight, ..., regressor.weight [, quantize_fc.weight]")
+    hidden_size, arch_dim = state_dict["layers.0.0.weight"].shape
+    num_layers = len({k.split(".")[1] for k in state_dict if k.startswith("layers.")})
+    quant_dim = state_dict["quantize_fc.weight"].shape[1] if "quantize_fc.weight" in state_dict else 0
+    return dict(arch_dim=int(arch_dim), quant_dim=int(quant_dim), hidden_size=int(hidden_size),
+                num_layers=int(num_layers))
+
+
+__all__ = ["AccuracyMLP", "mlp_shape_from_state_dict"]

@@ -1,0 +1,194 @@
+"""LightningModule of the accuracy predictor (full precision, or quantization-aware by transfer).
+
+``python train.py fit --config configs/predictor/fmnist_fp.yaml`` trains the full-precision
+predictor on arch-only features; ``configs/predictor/fmnist_quant.yaml`` then trains the
+quantization-aware one with ``transfer_from`` pointing at the fp export (APQ's predictor
+transfer: every fp layer copied, the new quant branch zero-initialised so training starts from the
+fp predictor, then the whole MLP fine-tuned on the few quantized measurements).
+
+At the end of ``fit`` the module (rank 0) writes the held-out report (RMSE, Kendall tau, Spearman
+rho, scatter plot; also to W&B when the logger is a ``WandbLogger``) into the run folder and
+exports the query checkpoint (:class:`AccuracyPredictor`) to ``export_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.nn import functional as F
+from torchmetrics import KendallRankCorrCoef, MeanSquaredError, MetricCollection, SpearmanCorrCoef
+
+from cimnas.models.predictor.predictor import AccuracyPredictor
+
+QUANT_BRANCH_INITS = ("zero", "default")
+
+
+def regression_metrics(prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {"rmse": MeanSquaredError(squared=False), "kendall": KendallRankCorrCoef(),
+         "spearman": SpearmanCorrCoef()},
+        prefix=prefix,
+    )
+
+
+class PredictorModule(L.LightningModule):
+    """Args:
+        space: search-space preset (must match the data module's).
+        quantized: quantization-aware predictor (arch + quant branch) or full precision.
+        hidden_size / num_layers: APQ MLP shape (400, 3).
+        lr / weight_decay: Adam (OFA maintainers: 1e-3 / 1e-4).
+        transfer_from: full-precision predictor checkpoint to start from (APQ predictor
+            transfer); null trains from scratch with the output bias set to the mean accuracy.
+        quant_branch_init: "zero" (start exactly at the fp predictor) or "default" (PyTorch
+            Linear init, as APQ).
+        export_path: where to write the :class:`AccuracyPredictor` checkpoint after ``fit``.
+        report: write the held-out report (JSON + scatter PNG) after ``fit``.
+    """
+
+    def __init__(
+        self,
+        space: str = "apq_mbv2_tiny",
+        quantized: bool = True,
+        hidden_size: int = 400,
+        num_layers: int = 3,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        transfer_from: str | None = None,
+        quant_branch_init: str = "zero",
+        export_path: str | None = None,
+        report: bool = True,
+    ) -> None:
+        super().__init__()
+        if quant_branch_init not in QUANT_BRANCH_INITS:
+            raise ValueError(f"quant_branch_init={quant_branch_init!r}; allowed values: {list(QUANT_BRANCH_INITS)}")
+        if transfer_from is not None and not quantized:
+            raise ValueError("transfer_from is for the quantization-aware predictor (quantized: true)")
+        self.save_hyperparameters()
+        self.model = AccuracyPredictor(space, quantized=quantized, hidden_size=hidden_size, num_layers=num_layers)
+        if transfer_from is not None:
+            fp = AccuracyPredictor.from_checkpoint(transfer_from, map_location="cpu")
+            if fp.quantized:
+                raise ValueError(f"transfer_from={transfer_from} is already quantization-aware; "
+                                 "give a full-precision predictor checkpoint")
+            self.model.mlp.load_full_precision(fp.mlp.state_dict())
+            if quant_branch_init == "zero":
+                self.model.mlp.zero_quant_branch()
+        self.val_metrics = regression_metrics("val_")
+        self.test_metrics = regression_metrics("test_")
+        self.last_report: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "input_dim") and dm.input_dim != self.model.mlp.input_dim:
+            raise ValueError(f"data module gives {dm.input_dim}-dim features, the predictor takes "
+                             f"{self.model.mlp.input_dim}; set model.quantized = data.quantized and the same space")
+        if stage == "fit" and self.hparams.transfer_from is None and dm is not None \
+                and hasattr(dm, "train_target_mean"):
+            self.model.mlp.init_output_bias(dm.train_target_mean)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model(features)
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        features, target = batch
+        loss = F.mse_loss(self(features), target)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(target))
+        return loss
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection, prefix: str) -> None:
+        features, target = batch
+        pred = self(features)
+        self.log(f"{prefix}loss", F.mse_loss(pred, target), batch_size=len(target))
+        metrics.update(pred, target)
+        self.log_dict(metrics, batch_size=len(target))
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val_")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test_")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    # ------------------------------------------------------------------ end of fit
+    def run_folder(self) -> Path:
+        trainer = self.trainer
+        folder = trainer.log_dir if trainer.log_dir is not None else trainer.default_root_dir
+        return Path(folder)
+
+    def on_fit_end(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        dm = self.trainer.datamodule
+        if self.hparams.report and dm is not None and "test" in getattr(dm, "splits", {}):
+            features, target = dm.splits["test"].tensors
+            with torch.no_grad():
+                pred = self(features.to(self.device)).cpu()
+            self.last_report = write_report(pred, target, self.run_folder(), self.trainer.loggers,
+                                            title=f"{'quantization-aware' if self.hparams.quantized else 'full-precision'} "
+                                                  f"predictor, {len(target)} held-out configs")
+        if self.hparams.export_path:
+            self.model.meta = {"hparams": {k: v for k, v in self.hparams.items()},
+                               "report": self.last_report}
+            self.model.save(self.hparams.export_path)
+
+
+def held_out_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """RMSE (accuracy fraction), Kendall tau, Spearman rho, and the "predict the mean" RMSE."""
+    m = regression_metrics("")
+    m.update(pred.float(), target.float())
+    out = {k: float(v) for k, v in m.compute().items()}
+    out["baseline_rmse_predict_mean"] = float((target - target.mean()).pow(2).mean().sqrt())
+    out["num_configs"] = int(len(target))
+    return out
+
+
+def write_report(pred: torch.Tensor, target: torch.Tensor, folder: str | os.PathLike,
+                 loggers: list | tuple = (), title: str = "held-out configurations") -> dict[str, Any]:
+    """Write ``predictor_report.json`` and ``predictor_scatter.png`` into ``folder``; log both
+    to every ``WandbLogger`` among ``loggers``. Returns the metrics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = held_out_metrics(pred, target)
+    png = folder / "predictor_scatter.png"
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    t, p = (100 * target).numpy(), (100 * pred).numpy()
+    ax.scatter(t, p, s=10, alpha=0.7)
+    lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel("measured top-1 (%)")
+    ax.set_ylabel("predicted top-1 (%)")
+    ax.set_title(f"{title}\nRMSE {100 * metrics['rmse']:.2f} pt, Kendall {metrics['kendall']:.3f}, "
+                 f"Spearman {metrics['spearman']:.3f}", fontsize=8)
+    fig.tight_layout()
+    tmp_png = png.with_name("tmp_" + png.name)
+    fig.savefig(tmp_png)
+    plt.close(fig)
+    os.replace(tmp_png, png)
+    report = {"metrics": metrics, "scatter_png": str(png)}
+    tmp_json = folder / "predictor_report.json.tmp"
+    tmp_json.write_text(json.dumps(report, indent=2))
+    os.replace(tmp_json, folder / "predictor_report.json")
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            logger.experiment.log({"predictor/scatter": wandb.Image(str(png)),
+                                   **{f"predictor/held_out_{k}": v for k, v in metrics.items()}})
+    return report
+
+
+__all__ = ["PredictorModule", "held_out_metrics", "write_report", "regression_metrics"]
