@@ -40,7 +40,8 @@ class GAConfig:
 
     Attributes:
         popsize: population size (reference 150).
-        generations: generations after the initial population (reference 100).
+        generations: generations including the initial population (pymoo's ``n_gen``;
+            reference 100, i.e. about popsize x generations evaluations).
         crossover_prob: Pc, probability that a mating pair is crossed (SBX).
         crossover_eta: eta_c of SBX (larger = children closer to parents).
         mutation_prob: Pm, probability that an individual is mutated (polynomial mutation).
@@ -69,8 +70,8 @@ class GAConfig:
     def __post_init__(self) -> None:
         if self.popsize < 2:
             raise ValueError(f"ga.popsize={self.popsize} must be >= 2")
-        if self.generations < 0:
-            raise ValueError(f"ga.generations={self.generations} must be >= 0")
+        if self.generations < 1:
+            raise ValueError(f"ga.generations={self.generations} must be >= 1")
         for name in ("crossover_prob", "mutation_prob", "crossover_var_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -138,20 +139,27 @@ class ConstrainedGA(SearchAlgorithm):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(config.seed))
         self.n_evaluations = 0
+        self.last_evaluated: torch.Tensor | None = None  # evals of the latest evaluated batch
         self._population: SolutionBatch | None = None
         self._initial_values = initial_values
 
     # ------------------------------------------------------------------ population
     @property
     def population(self) -> SolutionBatch:
+        """The current population, sorted best-first (available after the first step)."""
         if self._population is None:
-            self._initialize()
-        return self._population  # type: ignore[return-value]
+            raise RuntimeError("no population yet: the first step() creates the initial population")
+        return self._population
+
+    @property
+    def has_population(self) -> bool:
+        return self._population is not None
 
     def _evaluate(self, values: torch.Tensor) -> SolutionBatch:
         batch = make_batch(self.problem, values)
         self.problem.evaluate(batch)
         self.n_evaluations += int(values.shape[0])
+        self.last_evaluated = batch.evals
         return batch
 
     def _sorted(self, batch: SolutionBatch, n: int) -> SolutionBatch:
@@ -206,6 +214,11 @@ class ConstrainedGA(SearchAlgorithm):
         return accepted
 
     def _step(self) -> None:
+        """Step 1 creates and evaluates the initial population (pymoo counts it as generation 1);
+        every later step is one generation of mating, evaluation and elitist survival."""
+        if self._population is None:
+            self._initialize()
+            return
         population = self.population
         children = self.make_offspring(population.values, self.config.popsize)
         if children.shape[0] == 0:

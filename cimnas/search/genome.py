@@ -73,14 +73,14 @@ def software_genes(space: SearchSpace) -> list[Gene]:
 
 def hardware_genes(hw_space: Any) -> list[Gene]:
     """The hardware genes of a ``cimnas.hw.HardwareSpace`` (its ordered genes and choice lists)."""
-    return [Gene(name, name, tuple(choices)) for name, choices in hw_space.gene_choices().items()]
+    return [Gene(name, name, tuple(choices)) for name, choices in hw_space.genes.items()]
 
 
 class JointGenome:
     """Encoder / decoder between integer genomes ``[B, G]`` and (``ArchBatch``, ``HardwareBatch``).
 
-    ``hw_space`` is a ``cimnas.hw.HardwareSpace`` (anything with ``gene_choices()`` returning an
-    ordered ``{name: choices}`` mapping and a batched ``decode(indices [B, G_hw])``). It may be
+    ``hw_space`` is a ``cimnas.hw.HardwareSpace`` (anything with an ordered ``genes`` mapping
+    ``{name: choices}`` and a batched ``decode(indices [B, G_hw]) -> HardwareBatch``). It may be
     ``None`` for a software-only genome (used by tests and the first stage of the two-stage
     baseline).
     """

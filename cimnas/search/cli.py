@@ -1,0 +1,56 @@
+"""Command line of ``search.py``: ``--config x.yaml`` plus dotted overrides (jsonargparse, the
+same style as ``train.py``'s LightningCLI), e.g.::
+
+    python search.py                                         # default joint search, shipped artifacts
+    python search.py --config configs/search/compare.yaml    # joint vs baselines table
+    python search.py --ga.popsize 64 --objective.name pareto --device cuda
+    python search.py --resume true                           # continue from output.dir/checkpoint.pt
+    python search.py --print_config                          # resolved configuration
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Sequence
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from cimnas.search.config import SearchConfig
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="search.py", description="Joint search over network x quantization x CIM hardware (CIMNAS).",
+        default_env=False,
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (later flags override it)")
+    parser.add_class_arguments(SearchConfig, as_group=False)
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None) -> SearchConfig:
+    parser = build_parser()
+    namespace = parser.parse_args(list(argv) if argv is not None else None)
+    namespace.pop("config", None)
+    init = parser.instantiate_classes(namespace)
+    return SearchConfig(**{k: init[k] for k in SearchConfig.__dataclass_fields__})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("EVOTORCH_VERBOSE_LEVEL", "0")  # EvoTorch logs every Problem setting at INFO
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = parse_config(argv)
+    from cimnas.search.evaluator import ArtifactError
+    from cimnas.search.run import run_search
+
+    try:
+        run_search(config)
+    except ArtifactError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["build_parser", "main", "parse_config"]

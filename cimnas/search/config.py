@@ -1,0 +1,133 @@
+"""Typed configuration of ``search.py`` (one dataclass tree, loaded by jsonargparse from YAML +
+dotted overrides, the same style as ``train.py``'s LightningCLI)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+from cimnas.search.evaluator import ConstraintConfig
+from cimnas.search.ga import GAConfig
+from cimnas.search.objectives import ObjectiveConfig
+
+MODES = ("joint", "hardware_only", "two_stage", "random", "fixed", "compare")
+
+#: Default artifacts shipped with the package (Fashion-MNIST, ``apq_mbv2_tiny``).
+DEFAULT_PREDICTOR = "cimnas/artifacts/fmnist/predictor.pt"
+DEFAULT_VALUE_STATS = "cimnas/artifacts/fmnist/value_stats.pt"
+
+#: The reference's single-design check hardware ("baseline-like", ``cimnas-reference-code.md`` §1.8):
+#: 0.7 V, 4 bits/cell, 4 ns, 128x128, router groups 8, tiles 16, macros 16, GLB 16384 words.
+REFERENCE_BASELINE_HARDWARE: dict[str, float] = {
+    "voltage": 0.7, "bits_per_cell": 4, "cycle_s": 4e-9, "rows": 128, "cols": 128,
+    "router_groups": 8, "tiles_per_group": 16, "macros_per_tile": 16, "glb_depth_words": 16384,
+}
+
+
+@dataclass
+class ExpertDesign:
+    """A fixed design evaluated as is: a network (``baseline_like`` / ``largest`` / ``smallest``,
+    a design JSON path, or ``{architecture, quantization}``) on hardware given as gene values
+    (genes not listed take the value of :data:`REFERENCE_BASELINE_HARDWARE` or the first option)."""
+
+    name: str = "baseline_like"
+    network: Union[str, dict] = "baseline_like"
+    hardware: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OutputConfig:
+    """Attributes:
+        dir: results folder (best.json, population.csv, pareto.csv, generations.csv, plots, checkpoint).
+        checkpoint_every: write ``checkpoint.pt`` every N generations (and at the end).
+        plots: write convergence, Pareto and breakdown plots.
+        progress: show a progress bar with the best objective.
+    """
+
+    dir: str = "results/default"
+    checkpoint_every: int = 1
+    plots: bool = True
+    progress: bool = True
+
+
+@dataclass
+class WandbConfig:
+    """W&B logging; the ``WANDB_MODE`` environment variable, when set, overrides ``mode``."""
+
+    mode: Literal["online", "offline", "disabled"] = "offline"
+    project: str = "cimnas"
+    name: Optional[str] = None
+    group: str = "search"
+
+
+@dataclass
+class SearchConfig:
+    """The whole search job.
+
+    Attributes:
+        mode: ``joint`` (network x quantization x hardware), ``hardware_only`` (fixed network),
+            ``two_stage`` (network + quantization by an accuracy/size proxy, then hardware),
+            ``random`` (uniform random designs, same number of evaluations), ``fixed`` (evaluate
+            ``experts``) or ``compare`` (all of them, plus a comparison table).
+        space: search-space preset name (``apq_mbv2_tiny``, ``apq_mbv2``, ``ofa_mbv3``).
+        hardware: hardware-space YAML (gene order and option lists), e.g. ``configs/hw/reference.yaml``.
+        predictor: accuracy-predictor checkpoint.
+        value_stats: layer value statistics for the cost model (null: the cost model's typical values).
+        objective / constraints / ga: see their classes.
+        network: the fixed network of ``hardware_only`` (default: the reference's baseline-like MobileNetV2).
+        experts: fixed designs of ``fixed`` / ``compare``; the first is the reference point for
+            EDAP ratios and the breakdown plot. null = the reference's baseline-like design
+            (baseline-like MobileNetV2, all 8-bit, on :data:`REFERENCE_BASELINE_HARDWARE`).
+        compare_methods: methods run by ``compare``.
+        device: ``cpu`` or ``cuda`` (population, predictor and cost model).
+        reference_compat: the cost model's reference-compatibility switch.
+        num_actors: evaluate with this many EvoTorch Ray actors (null: in-process).
+        resume: continue from ``output.dir/checkpoint.pt`` (same config required).
+    """
+
+    mode: Literal["joint", "hardware_only", "two_stage", "random", "fixed", "compare"] = "joint"
+    space: str = "apq_mbv2_tiny"
+    hardware: str = "configs/hw/reference.yaml"
+    predictor: str = DEFAULT_PREDICTOR
+    value_stats: Optional[str] = DEFAULT_VALUE_STATS
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    constraints: ConstraintConfig = field(default_factory=ConstraintConfig)
+    ga: GAConfig = field(default_factory=GAConfig)
+    network: Union[str, dict] = "baseline_like"
+    experts: Optional[list[ExpertDesign]] = None
+    compare_methods: list[str] = field(default_factory=lambda: ["joint", "hardware_only", "two_stage", "random", "fixed"])
+    output: OutputConfig = field(default_factory=OutputConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    device: str = "cpu"
+    reference_compat: bool = False
+    num_actors: Optional[int] = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode={self.mode!r} is not allowed; allowed values: {list(MODES)}")
+        for m in self.compare_methods:
+            if m not in MODES or m == "compare":
+                raise ValueError(f"compare_methods entry {m!r} is not allowed; allowed values: {list(MODES[:-1])}")
+        if self.output.checkpoint_every < 1:
+            raise ValueError(f"output.checkpoint_every={self.output.checkpoint_every} must be >= 1")
+
+    @property
+    def expert_designs(self) -> list[ExpertDesign]:
+        return list(self.experts) if self.experts is not None else [ExpertDesign()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that determines the search trajectory (not output / logging / resume)."""
+        d = self.to_dict()
+        for key in ("output", "wandb", "resume", "device", "num_actors"):
+            d.pop(key, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+__all__ = ["ExpertDesign", "OutputConfig", "REFERENCE_BASELINE_HARDWARE", "SearchConfig", "WandbConfig"]

@@ -1,0 +1,9 @@
+"""Joint search over network x quantization x CIM hardware: ``python search.py [--config x.yaml]
+[--dotted.overrides ...]``. All logic lives in :mod:`cimnas.search`; see docs/search.md."""
+
+import sys
+
+from cimnas.search.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
