@@ -17,7 +17,7 @@ adc                N·P·Q·G·(M·s_w)·T_r                          conversion
 column_drivers     = adc                                        0 (parallel read mode)
 glb                in bits: 1 write + f reads; out bits: 1 read + 2 writes    CACTI / width
 router             (in bits · f + out bits) / 128               ISAAC router transfer
-input_buffer       in bits · f writes + row activations · b_x reads           CACTI / width
+input_buffer       in bits · f writes + N·P·Q·G·K·b_x reads (multicast over T_c)  CACTI / width
 output_buffer      conversions · b_out · 2 writes               CACTI / width
 =================  ===========================================  ===============================
 
@@ -27,7 +27,8 @@ Leakage is not charged (everything is power-gated; CiMLoop's leakage is ~1e-12 p
 
 Reference compatibility (``reference_compat=True``) reproduces the reference code's quirks
 (cim-cost-model.md §1.5): input and weight bit widths are swapped when handed to the
-simulator, and the capacity check ignores G for depthwise layers. (Its lossy 8-level weight
+simulator, the capacity check ignores G for depthwise layers, and layer strides are ignored
+when sizing the input tensors (CiMLoop never saw them). (Its lossy 8-level weight
 histograms are a workload option: ``workload_from_module(..., reference_histograms=True)``.)
 """
 
@@ -240,8 +241,10 @@ def evaluate(workload: Workload, hardware: HardwareBatch, *, reference_compat: b
     row_acts = NPQG * mp.K * mp.T_c
     conversions = NPQG * mp.n_col * mp.T_r
     # --- data movement
-    h_in = (w["P"] - 1) * w["stride"] + w["R"]
-    w_in = (w["Q"] - 1) * w["stride"] + w["S"]
+    # the reference's layer files spell the stride "Hstride", which CiMLoop ignores (stride 1)
+    stride = torch.ones_like(w["stride"]) if reference_compat else w["stride"]
+    h_in = (w["P"] - 1) * stride + w["R"]
+    w_in = (w["Q"] - 1) * stride + w["S"]
     in_bits = w["N"] * w["G"] * w["C"] * h_in * w_in * bx_f
     out_bits = NPQG * w["M"] * bo_f
     depthwise = workload.kind == DEPTHWISE
@@ -254,7 +257,7 @@ def evaluate(workload: Workload, hardware: HardwareBatch, *, reference_compat: b
         "row_drivers": row_acts * e_row,
         "column_drivers": torch.zeros_like(row_acts),
         "adc": conversions * col(hc["e_adc"]),
-        "input_buffer": in_reads * col(hc["ib_w_bit"]) + row_acts * bx_f * col(hc["ib_r_bit"]),
+        "input_buffer": in_reads * col(hc["ib_w_bit"]) + NPQG * mp.K * bx_f * col(hc["ib_r_bit"]),
         "output_buffer": conversions * bo_f * (OUTPUT_BUFFER_WRITES_PER_BIT * col(hc["ob_w_bit"])),
         "router": (in_reads + out_bits) * col(hc["router_bit"]),
         "glb": in_reads * col(hc["glb_r_bit"]) + in_bits * col(hc["glb_w_bit"])

@@ -1,0 +1,147 @@
+"""``python -m cimnas.hw.evaluate``: score designs with the batched cost model.
+
+Inputs (any mix, all scored in one batched call per workload):
+
+- design JSON files: ``{"hardware": {...}, "space": "apq_mbv2", "architecture": {...},
+  "quantization": {...}}`` or ``{"hardware": {...}, "workload": {"layers": [...]}}``; a file may
+  also hold a list of such objects;
+- ``--key A_...``: reference-implementation keys (224-px ImageNet MobileNetV2, cim-cost-model.md
+  §8.2), typical histograms;
+- ``--from-results FILE``: re-score every key of a reference results JSON and print the error
+  statistics against its recorded energy / latency / area.
+
+Prints one JSON object per design (``energy_j, latency_s, area_mm2, edap, feasible, ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cimnas.hw.cost_model import evaluate
+from cimnas.hw.params import HardwareBatch, HardwareParams
+from cimnas.hw.reference import KeyError_, designs_to_batches, parse_key
+from cimnas.hw.workload import Workload, workload_from_arch
+from cimnas.models.space import ArchBatch, Architecture, QuantPolicy, apq_mbv2, get_space
+
+SUMMARY_KEYS = ("energy_j", "latency_s", "area_mm2", "edap", "edap_j_s_cm2", "feasible", "reason",
+                "tops_per_w", "tops_per_mm2", "tops_per_w_layer_mean", "tops_per_mm2_layer_mean",
+                "utilization", "cycles")
+
+
+def _score_arch(space, archs, policies, hws, compat) -> list[dict[str, Any]]:
+    ab = ArchBatch.from_designs(space, archs, policies)
+    result = evaluate(workload_from_arch(space, ab), HardwareBatch.from_params(hws), reference_compat=compat)
+    return result.to_records()
+
+
+def score_design_objects(objs: list[dict[str, Any]], compat: bool) -> list[dict[str, Any]]:
+    out = []
+    for i, obj in enumerate(objs):
+        if not isinstance(obj, dict) or "hardware" not in obj:
+            raise ValueError(f"design {i}: needs a 'hardware' object and either 'workload' or "
+                             "'space' + 'architecture' + 'quantization'")
+        hw = HardwareParams.from_dict(obj["hardware"])
+        if "workload" in obj:
+            wl = Workload.from_dict(obj["workload"])
+            rec = evaluate(wl, HardwareBatch.from_params([hw]), reference_compat=compat).to_records()[0]
+        else:
+            missing = [k for k in ("architecture", "quantization") if k not in obj]
+            if missing:
+                raise ValueError(f"design {i}: missing keys {missing}")
+            space = get_space(obj.get("space", "apq_mbv2"))
+            arch = Architecture.from_dict(obj["architecture"])
+            pol = QuantPolicy.from_dict(obj["quantization"])
+            rec = _score_arch(space, [arch], [pol], [hw], compat)[0]
+        out.append(rec)
+    return out
+
+
+def score_keys(keys: list[str], compat: bool) -> list[dict[str, Any]]:
+    space = apq_mbv2()
+    designs = [parse_key(k, space) for k in keys]
+    ab, hb = designs_to_batches(designs, space)
+    recs = evaluate(workload_from_arch(space, ab), hb, reference_compat=compat).to_records()
+    for k, r in zip(keys, recs):
+        r["key"] = k
+    return recs
+
+
+def _rel(ours: float | None, ref: float) -> float:
+    if ours is None or not math.isfinite(ours) or ref == 0:
+        return math.inf
+    return abs(ours - ref) / abs(ref)
+
+
+def from_results(path: str, compat: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a reference results file is a JSON object key -> result")
+    keys = [k for k in data if k.startswith("A_")]
+    if not keys:
+        raise ValueError(f"{path}: no 'A_...' keys found")
+    recs = score_keys(keys, compat)
+    errs: dict[str, list[float]] = {"energy": [], "latency": [], "area": [], "tops_per_w_layer_mean": [],
+                                    "tops_per_mm2_layer_mean": []}
+    for k, r in zip(keys, recs):
+        ref = data[k]
+        r["reference"] = ref
+        if not isinstance(ref, dict) or ref.get("e", 1e25) >= 1e24:
+            continue
+        errs["energy"].append(_rel(r["energy_j"], ref["e"]))
+        errs["latency"].append(_rel(r["latency_s"], ref["l"]))
+        errs["area"].append(_rel(r["area_mm2"], ref["a"] * 100.0))
+        if "a_tpw" in ref:
+            errs["tops_per_w_layer_mean"].append(_rel(r["tops_per_w_layer_mean"], ref["a_tpw"]))
+        if "a_tpm" in ref:
+            errs["tops_per_mm2_layer_mean"].append(_rel(r["tops_per_mm2_layer_mean"], ref["a_tpm"]))
+    summary: dict[str, Any] = {"records": len(keys), "compared": len(errs["energy"])}
+    for name, v in errs.items():
+        if v:
+            summary[f"{name}_median_rel_err"] = statistics.median(v)
+            summary[f"{name}_max_rel_err"] = max(v)
+    return recs, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cimnas.hw.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("designs", nargs="*", help="design JSON files (object or list of objects)")
+    p.add_argument("--key", action="append", default=[], help="a reference key A_... (repeatable)")
+    p.add_argument("--from-results", metavar="FILE", help="re-score a reference results JSON")
+    p.add_argument("--reference-compat", action="store_true",
+                   help="reproduce the reference code's quirks (bit swap, depthwise capacity, strides)")
+    p.add_argument("--full", action="store_true", help="print every field, not only the summary ones")
+    args = p.parse_args(argv)
+    if not (args.designs or args.key or args.from_results):
+        p.error("give design JSON files, --key A_... or --from-results FILE")
+    try:
+        records: list[dict[str, Any]] = []
+        for path in args.designs:
+            obj = json.loads(Path(path).read_text())
+            records += score_design_objects(obj if isinstance(obj, list) else [obj], args.reference_compat)
+        if args.key:
+            records += score_keys(args.key, args.reference_compat)
+        summary = None
+        if args.from_results:
+            recs, summary = from_results(args.from_results, args.reference_compat)
+            records += recs
+    except (KeyError_, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for r in records:
+        out = r if args.full else {k: r[k] for k in ("key", *SUMMARY_KEYS, "reference") if k in r}
+        print(json.dumps(out))
+    if summary is not None:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
