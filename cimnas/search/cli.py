@@ -15,6 +15,9 @@ import os
 import sys
 from typing import Sequence
 
+# EvoTorch logs every Problem setting at INFO unless told otherwise; must be set before its import.
+os.environ.setdefault("EVOTORCH_VERBOSE_LEVEL", "0")
+
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from cimnas.search.config import SearchConfig
@@ -39,7 +42,6 @@ def parse_config(argv: Sequence[str] | None = None) -> SearchConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("EVOTORCH_VERBOSE_LEVEL", "0")  # EvoTorch logs every Problem setting at INFO
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = parse_config(argv)
     from cimnas.search.evaluator import ArtifactError

@@ -113,6 +113,13 @@ class Evaluation:
         return torch.stack([self.metrics[c].double() for c in METRIC_COLUMNS], dim=1)
 
 
+def network_weight_bits(workload: Any) -> torch.Tensor:
+    """Stored weight bits of each network ``[B]``: sum over active layers of C*M*R*S*G*w_bits."""
+    w = workload
+    per_layer = (w.C * w.M * w.R * w.S * w.G).double() * w.weight_bits.double()
+    return (per_layer * w.mask.double()).sum(dim=1)
+
+
 def _metric(result: Any, name: str, like: torch.Tensor) -> torch.Tensor:
     value = getattr(result, name, None)
     if value is None:
@@ -152,20 +159,23 @@ class DesignEvaluator:
         result = evaluate(workload, hardware, reference_compat=self.reference_compat)
         return arch, hardware, workload, result
 
-    def _cost_rows(self, genome: torch.Tensor) -> tuple[Any, list[str | None]]:
-        """Cost of a batch; if the batched call raises, isolate the failing rows one by one (error
-        path only) so a single bad design cannot take the population down with it."""
+    def _cost_metrics(self, genome: torch.Tensor, like: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[str | None]]:
+        """Cost-model metrics of a batch and one error message (or None) per row. If the batched
+        call raises, the batch is split in halves until the failing rows are isolated (error path
+        only), so a single bad design cannot take the population down with it."""
         try:
-            return self.cost(genome)[3], [None] * genome.shape[0]
+            _, _, workload, result = self.cost(genome)
         except Exception as exc:  # noqa: BLE001 - any cost-model error makes designs infeasible
             if genome.shape[0] == 1:
-                return None, [f"cost model raised {type(exc).__name__}: {exc}"]
-        results, errors = [], []
-        for row in genome.split(1):
-            res, err = self._cost_rows(row)
-            results.append(res)
-            errors.extend(err)
-        return results, errors
+                return {c: like.clone() for c in METRIC_COLUMNS}, [f"cost model raised {type(exc).__name__}: {exc}"]
+            half = genome.shape[0] // 2
+            m1, e1 = self._cost_metrics(genome[:half], like[:half])
+            m2, e2 = self._cost_metrics(genome[half:], like[half:])
+            return {c: torch.cat([m1[c], m2[c]]) for c in m1}, e1 + e2
+        metrics = self._result_metrics(result, like)
+        metrics["weight_bits"] = network_weight_bits(workload).to(like)
+        errors = self._model_failures(result, genome.shape[0])
+        return metrics, errors
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -185,18 +195,11 @@ class DesignEvaluator:
         metrics = {c: nan.clone() for c in METRIC_COLUMNS}
         metrics["accuracy"] = accuracy
         if self.genome.hw_space is not None:
-            result, errors = self._cost_rows(genome)
-            if isinstance(result, list):  # row-wise fallback
-                rows = [self._result_metrics(r, nan[:1]) if r is not None else None for r in result]
-                for name in METRIC_COLUMNS[1:]:
-                    metrics[name] = torch.cat([r[name] if r is not None else nan[:1] for r in rows])
-            else:
-                metrics.update(self._result_metrics(result, nan))
-            err = torch.tensor([e is not None for e in errors], device=device)
+            cost_metrics, errors = self._cost_metrics(genome, nan)
+            metrics.update(cost_metrics)
+            metrics["accuracy"] = accuracy
+            failed |= torch.tensor([e is not None for e in errors], device=device)
             messages += sorted({e for e in errors if e is not None})
-            failed |= err
-            reason = getattr(result, "reason", None) if not isinstance(result, list) else None
-            failed |= self._model_failures(result, reason, metrics, messages, batch, device)
             core = torch.stack([metrics[k] for k in ("energy_j", "latency_s", "area_mm2")], dim=1)
             bad = ~torch.isfinite(core).all(dim=1) | (core <= 0).any(dim=1)
             if (bad & ~failed).any():
@@ -236,28 +239,20 @@ class DesignEvaluator:
             "utilization": _metric(result, "utilization", like),
             "required_cells": _metric(result, "required_cells", like),
             "available_cells": _metric(result, "available_cells", like),
-            "weight_bits": _metric(result, "weight_bits", like),
         }
         out["edap_j_s_mm2"] = out["energy_j"] * out["latency_s"] * out["area_mm2"]
         return out
 
-    def _model_failures(self, result: Any, reason: Any, metrics: dict[str, torch.Tensor], messages: list[str],
-                        batch: int, device: torch.device) -> torch.Tensor:
-        """Designs the cost model itself flags as unevaluable (reasons other than capacity/area)."""
-        failed = torch.zeros(batch, dtype=torch.bool, device=device)
-        if result is None or isinstance(result, list) or reason is None:
-            return failed
-        if isinstance(reason, torch.Tensor):
-            return failed  # numeric reason codes: capacity / area are recomputed here
-        for i, text in enumerate(reason):
-            if not text:
-                continue
-            lowered = str(text).lower()
-            if any(word in lowered for word in ("capacity", "area", "cells", "fit")):
-                continue
-            failed[i] = True
-            messages.append(str(text))
-        return failed
+    def _model_failures(self, result: Any, batch: int) -> list[str | None]:
+        """Designs the cost model itself flags as unevaluable: infeasible for a reason other than
+        capacity (capacity and area are recomputed here as graded constraint violations)."""
+        from cimnas.hw import REASONS as HW_REASONS
+
+        codes = getattr(result, "reason", None)
+        if codes is None:
+            return [None] * batch
+        graded = {HW_REASONS.index(r) for r in ("ok", "capacity") if r in HW_REASONS}
+        return [None if int(c) in graded else f"cost model: {HW_REASONS[int(c)]}" for c in codes.tolist()]
 
     # ------------------------------------------------------------------ sampling
     def sample_capacity_feasible(self, n: int, lower: torch.Tensor, upper: torch.Tensor, generator: torch.Generator,

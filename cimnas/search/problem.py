@@ -55,7 +55,7 @@ class JointProblem(Problem):
                 actor_kwargs["num_gpus_per_actor"] = num_gpus_per_actor
         super().__init__(
             objective.senses if objective.is_pareto else objective.senses[0],
-            solution_length=genome.length, dtype=torch.int64, bounds=(lower, upper), eval_dtype=torch.float64,
+            solution_length=genome.length, dtype=torch.int64, bounds=(lower.tolist(), upper.tolist()), eval_dtype=torch.float64,
             eval_data_length=len(self.data_columns), device=device, store_solution_stats=False, **actor_kwargs,
         )
 

@@ -37,6 +37,7 @@ from cimnas.search.evaluator import (
 from cimnas.search.ga import ConstrainedGA, GAConfig, make_batch, survival_order
 from cimnas.search.genome import JointGenome
 from cimnas.search.objectives import ObjectiveConfig
+from cimnas.search.operators import first_occurrence
 from cimnas.search.problem import JointProblem
 
 log = logging.getLogger("cimnas.search")
@@ -230,7 +231,9 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
     feasible = result.evals[:, problem.cv_column] <= 0
     edap, acc = result.metric("edap_j_s_mm2"), result.metric("accuracy")
     front = _pareto_mask(edap, acc, feasible).nonzero().reshape(-1)
-    front = front[torch.argsort(edap[front])]
+    front = front[torch.argsort(edap[front], stable=True)]
+    # designs differing only in genes of skipped blocks share their metrics: keep one per point
+    front = front[first_occurrence(torch.stack([edap[front], acc[front]], dim=1))]
     designs = setup.genome.to_designs(result.values[: 1])
     source = {"method": result.name, "objective": setup.config.objective.label(), "config": setup.config.fingerprint()}
     if problem.objective.is_pareto and front.numel() > 0:
@@ -280,18 +283,34 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
 
 def write_plots(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,
                 front: torch.Tensor, pick: int) -> list[str]:
+    """Convergence, Pareto and breakdown plots; a plot that cannot be drawn is skipped with a
+    warning (it must never lose the results)."""
+    written: list[str] = []
+    for name, fn in (("convergence", _plot_convergence), ("pareto", _plot_pareto), ("breakdown", _plot_breakdown)):
+        try:
+            fn(setup, result, plot_dir, reference, front, pick, written)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("%s plot skipped: %s", name, exc)
+    return written
+
+
+def _finite(values: list[float]) -> list[float]:
+    return [v if math.isfinite(v) and 0 < abs(v) < 1e150 else math.nan for v in values]
+
+
+def _plot_convergence(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,
+                      front: torch.Tensor, pick: int, written: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plot_dir.mkdir(parents=True, exist_ok=True)
-    written = []
     if result.history:
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
         gens = [r["generation"] for r in result.history]
-        ax[0].plot(gens, [r["best_objective"] for r in result.history], label="best (feasible)")
-        ax[0].plot(gens, [r["median_objective"] for r in result.history], label="median (feasible)", alpha=0.7)
+        ax[0].plot(gens, _finite([r["best_objective"] for r in result.history]), label="best (feasible)")
+        ax[0].plot(gens, _finite([r["median_objective"] for r in result.history]), label="median (feasible)", alpha=0.7)
         ax[0].set_yscale("log")
         ax[0].set_xlabel("generation")
         ax[0].set_ylabel(setup.config.objective.label())
@@ -305,6 +324,15 @@ def write_plots(setup: Setup, result: MethodResult, plot_dir: Path, reference: M
         _save(fig, plot_dir / "convergence.png", written)
         plt.close(fig)
 
+
+def _plot_pareto(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,
+                 front: torch.Tensor, pick: int, written: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
     feasible = result.evals[:, result.problem.cv_column] <= 0
     edap, acc = result.metric("edap_j_s_mm2"), result.metric("accuracy")
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -322,6 +350,15 @@ def write_plots(setup: Setup, result: MethodResult, plot_dir: Path, reference: M
     _save(fig, plot_dir / "pareto.png", written)
     plt.close(fig)
 
+
+def _plot_breakdown(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,
+                    front: torch.Tensor, pick: int, written: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
     rows = [(f"best ({result.name})", result.values[pick: pick + 1])]
     if reference is not None:
         rows.append((f"reference ({reference.name})", reference.values[:1]))
@@ -349,7 +386,6 @@ def write_plots(setup: Setup, result: MethodResult, plot_dir: Path, reference: M
         fig.tight_layout()
         _save(fig, plot_dir / "breakdown.png", written)
         plt.close(fig)
-    return written
 
 
 def _save(fig: Any, path: Path, written: list[str]) -> None:
