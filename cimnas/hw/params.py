@@ -275,7 +275,7 @@ class HardwareSpace:
             row = []
             for g, choices in self.genes.items():
                 v = getattr(p, g)
-                match = [i for i, c in enumerate(choices) if (abs(c - v) <= 1e-9 * max(1.0, abs(c)) if isinstance(c, float) else c == v)]
+                match = [i for i, c in enumerate(choices) if (abs(c - v) <= 1e-6 * max(abs(c), abs(v)) if isinstance(c, float) else c == v)]
                 if not match:
                     raise HardwareError(f"{g}={v!r} is not a choice of this space; allowed values: {choices}")
                 row.append(match[0])

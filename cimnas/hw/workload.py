@@ -285,7 +285,9 @@ def workload_from_module(module: nn.Module, images: torch.Tensor, *, default_bit
         x = inputs[0]
         wb = int(getattr(mod, "weight_bits", default_bits) or default_bits)
         ib = int(getattr(mod, "input_bits", default_bits) or default_bits)
-        wb, ib = min(max(wb, 1), 8), min(max(ib, 1), 8)
+        # a float layer (e.g. FULL_PRECISION = 32 bits) runs at default_bits on the chip
+        w_quant, i_quant = 1 <= wb <= 8, 1 <= ib <= 8
+        wb, ib = (wb if w_quant else default_bits), (ib if i_quant else default_bits)
         if isinstance(mod, nn.Conv2d):
             kind = _kind_of_conv(mod)
             g = mod.groups
@@ -300,13 +302,13 @@ def workload_from_module(module: nn.Module, images: torch.Tensor, *, default_bit
             in_hist = reference_lossy_histogram(x, nbins)
             w_hist = reference_lossy_histogram(mod.weight, nbins)
         else:
-            if hasattr(mod, "quantize_input"):
+            if i_quant and hasattr(mod, "quantize_input"):
                 levels = mod.quantize_input(x)
                 in_signed = bool(levels.min() < 0)
             else:
                 levels, in_signed = _minmax_levels(x, ib)
             in_hist = integer_histogram(levels, ib, in_signed, nbins)
-            if hasattr(mod, "quantize_weight"):
+            if w_quant and hasattr(mod, "quantize_weight"):
                 wl = mod.quantize_weight()
                 w_signed = True
             else:
