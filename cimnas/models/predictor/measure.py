@@ -1,0 +1,235 @@
+"""Measure (architecture, quantization policy) -> held-out top-1 records for the predictor.
+
+    python -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist.yaml
+
+For sample index ``i`` (``0 <= i < num_samples``) a design is drawn from a generator seeded with
+``(seed, i)`` alone, so the set of designs does not depend on sharding or on interruptions. Each
+design is made active on the supernet, its BN statistics are recalibrated on a fixed set of
+training images (OFA: 2,000 in batches of 200) and its top-1 is measured on the data module's
+``val`` split (held out of supernet training). Records go to an append-only JSONL file (see
+:mod:`records`): a rerun skips every index already present and never writes one twice.
+
+Ranks (Lightning Fabric: ``accelerator`` / ``devices`` / ``num_nodes``): rank ``r`` of ``W``
+takes indices ``r::W`` and appends to ``<output>.rank<r>.jsonl``; at the end rank 0 merges the
+shards into ``<output>`` (atomic rewrite, sorted by index) and removes them.
+
+Full-precision records (``quantized: false``) have ``policy: null``: the supernet runs in float.
+Quantized records draw per-block bit widths uniformly from the space's ``bit_choices``; the
+accuracy is that of the fake-quantized subnet right after BN recalibration (no per-sample QAT:
+evaluation only, like OFA's full-precision data; APQ fine-tuned each sample for ~0.2 GPU-h,
+which a CPU default cannot afford).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from cimnas.data.splits import SplitDataModule
+from cimnas.models.predictor.records import RecordWriter, design_key, read_records, write_records_atomic
+from cimnas.models.space import Architecture, QuantPolicy, SearchSpace
+
+Evaluator = Callable[[Architecture, "QuantPolicy | None"], float]
+
+
+def sample_design(space: SearchSpace, seed: int, index: int, quantized: bool) -> tuple[Architecture, QuantPolicy | None]:
+    """The design of sample ``index``: uniform over the space, from a generator seeded by
+    ``(seed, index)`` only."""
+    if index < 0:
+        raise ValueError(f"sample index {index} must be >= 0")
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
+    arch = Architecture.random(space, g)
+    policy = QuantPolicy.random(space, g) if quantized else None
+    return arch, policy
+
+
+def shard_path(output: str | os.PathLike, rank: int, world_size: int) -> Path:
+    output = Path(output)
+    if world_size == 1:
+        return output
+    return output.with_name(f"{output.stem}.rank{rank}{output.suffix}")
+
+
+def _existing(paths: Iterable[Path]) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for p in paths:
+        for r in read_records(p):
+            out.setdefault(int(r["index"]), r)
+    return out
+
+
+def measure_shard(evaluate: Evaluator, space: SearchSpace, output: str | os.PathLike, num_samples: int,
+                  seed: int = 0, quantized: bool = True, rank: int = 0, world_size: int = 1,
+                  extra: dict[str, Any] | None = None, log: Callable[[str], None] | None = print) -> int:
+    """Measure the indices ``rank::world_size`` of ``range(num_samples)`` that are not yet in
+    ``output`` or this rank's shard; returns the number of records written now.
+
+    A record already present for an index must describe the same design (same ``seed``, space
+    and ``quantized``), otherwise this raises instead of mixing two data sets in one file."""
+    if num_samples < 0:
+        raise ValueError(f"num_samples={num_samples} must be >= 0")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+    output = Path(output)
+    shard = shard_path(output, rank, world_size)
+    done = _existing({output, shard})
+    todo = []
+    for i in range(rank, num_samples, world_size):
+        arch, policy = sample_design(space, seed, i, quantized)
+        key = design_key(arch, policy)
+        if i in done:
+            if done[i]["key"] != key:
+                raise ValueError(f"{output}: record index {i} holds another design than seed={seed}, "
+                                 f"space={space.name!r}, quantized={quantized} draws; use another output file")
+            continue
+        todo.append((i, arch, policy, key))
+    written = 0
+    start = time.perf_counter()
+    with RecordWriter(shard) as writer:
+        for n, (i, arch, policy, key) in enumerate(todo, 1):
+            t0 = time.perf_counter()
+            accuracy = float(evaluate(arch, policy))
+            record = {"index": i, "key": key, "space": space.name, "seed": seed,
+                      "arch": arch.to_dict(), "policy": None if policy is None else policy.to_dict(),
+                      "accuracy": accuracy, "eval_s": round(time.perf_counter() - t0, 3), **(extra or {})}
+            writer.write(record)
+            written += 1
+            if log is not None and (n % 10 == 0 or n == len(todo)):
+                rate = n / (time.perf_counter() - start)
+                log(f"[rank {rank}] {n}/{len(todo)} new records ({rate:.2f}/s), last acc {accuracy:.4f}")
+    return written
+
+
+def merge_shards(output: str | os.PathLike, world_size: int) -> list[dict[str, Any]]:
+    """Merge ``output`` and its rank shards into ``output`` (sorted by index, one record per
+    index; atomic rewrite), then delete the shards."""
+    output = Path(output)
+    shards = [shard_path(output, r, world_size) for r in range(world_size)] if world_size > 1 else []
+    merged = _existing([output, *shards])
+    records = [merged[i] for i in sorted(merged)]
+    if world_size > 1 or not output.exists():
+        write_records_atomic(output, records)
+        for s in shards:
+            if s.exists():
+                s.unlink()
+    return records
+
+
+class SupernetEvaluator:
+    """``(arch, policy) -> top-1`` on fixed batches: set active, recalibrate BN, evaluate."""
+
+    def __init__(self, supernet: torch.nn.Module, calibration_batches: list[torch.Tensor],
+                 eval_batches: list[tuple[torch.Tensor, torch.Tensor]]):
+        if not calibration_batches or not eval_batches:
+            raise ValueError("SupernetEvaluator needs at least one calibration and one evaluation batch")
+        self.supernet = supernet
+        self.calibration_batches = calibration_batches
+        self.eval_batches = eval_batches
+
+    def __call__(self, arch: Architecture, policy: QuantPolicy | None) -> float:
+        from cimnas.models.supernet import evaluate_accuracy, recalibrate_bn
+
+        self.supernet.set_active(arch, policy)
+        recalibrate_bn(self.supernet, self.calibration_batches, sync_distributed=False)
+        return evaluate_accuracy(self.supernet, self.eval_batches)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def measure(
+    supernet: str,
+    data: SplitDataModule,
+    output: str,
+    num_samples: int = 200,
+    quantized: bool = True,
+    seed: int = 0,
+    calibration_images: int = 2000,
+    calibration_batch_size: int = 200,
+    eval_images: int | None = None,
+    eval_batch_size: int = 500,
+    accelerator: str = "cpu",
+    devices: int = 1,
+    num_nodes: int = 1,
+    num_threads: int | None = 1,
+) -> str:
+    """Measure ``num_samples`` designs of the supernet at ``supernet`` into ``output``.
+
+    Args:
+        supernet: supernet checkpoint (``save_supernet`` file or Lightning checkpoint).
+        data: a data module of the project (``cimnas.data.*DataModule``): calibration images
+            come from its training split, accuracy from its ``val`` split.
+        output: the JSONL record file (appended to; resumable).
+        num_samples: designs to measure (indices ``0..num_samples-1``).
+        quantized: draw per-block bit widths (quantized records) or measure in float.
+        seed: design-sampling seed (a file holds one seed's designs).
+        calibration_images / calibration_batch_size: BN recalibration set (OFA: 2000 / 200).
+        eval_images: first N images of the ``val`` split (None: all of it).
+        eval_batch_size: evaluation batch size.
+        accelerator / devices / num_nodes: Lightning Fabric launch (one shard per rank).
+        num_threads: torch CPU threads per rank (None: leave torch's default).
+    """
+    import lightning as L
+
+    from cimnas.models.supernet import load_supernet
+
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    fabric = L.Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes)
+    fabric.launch()
+    rank, world = fabric.global_rank, fabric.world_size
+    net = load_supernet(supernet, map_location="cpu").to(fabric.device).eval()
+    if hasattr(data, "prepare_data") and rank == 0:
+        data.prepare_data()
+    fabric.barrier()
+    data.setup("validate")
+    calib = data.calibration_batches(calibration_images, calibration_batch_size, seed=seed)
+    eval_batches, taken = [], 0
+    loader = torch.utils.data.DataLoader(data.val_set, batch_size=eval_batch_size, shuffle=False)
+    for x, y in loader:
+        if eval_images is not None and taken >= eval_images:
+            break
+        if eval_images is not None and taken + len(y) > eval_images:
+            x, y = x[: eval_images - taken], y[: eval_images - taken]
+        eval_batches.append((x, y))
+        taken += len(y)
+    extra = {"supernet_sha256": file_sha256(supernet)[:16], "calibration_images": sum(len(c) for c in calib),
+             "eval_images": taken, "eval_split": "val"}
+    # Initialise any activation clip the supernet's training never set, on every rank alike
+    # (quantizers init lazily, with an all-reduce, on their first quantized input): with the
+    # largest subnet at the widest bits, so no record depends on which design came first.
+    with torch.no_grad():
+        net.set_active(Architecture.largest(net.space), QuantPolicy.uniform(net.space, max(net.space.bit_choices)))
+        net(calib[0].to(fabric.device))
+    evaluator = SupernetEvaluator(net, [c.to(fabric.device) for c in calib],
+                                  [(x.to(fabric.device), y.to(fabric.device)) for x, y in eval_batches])
+    written = measure_shard(evaluator, net.space, output, num_samples, seed, quantized, rank, world, extra)
+    fabric.barrier()
+    if rank == 0:
+        records = merge_shards(output, world)
+        print(f"{output}: {len(records)} records ({written} new on rank 0, world size {world})")
+    fabric.barrier()
+    return output
+
+
+def main(args: list[str] | None = None) -> None:
+    from jsonargparse import CLI
+
+    CLI(measure, args=args, as_positional=False)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["measure", "measure_shard", "merge_shards", "sample_design", "shard_path", "SupernetEvaluator"]
