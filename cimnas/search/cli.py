@@ -37,7 +37,7 @@ def parse_config(argv: Sequence[str] | None = None) -> SearchConfig:
     parser = build_parser()
     namespace = parser.parse_args(list(argv) if argv is not None else None)
     namespace.pop("config", None)
-    init = parser.instantiate_classes(namespace)
+    init = parser.instantiate(namespace)
     return SearchConfig(**{k: init[k] for k in SearchConfig.__dataclass_fields__})
 
 

@@ -167,11 +167,13 @@ class DesignEvaluator:
             _, _, workload, result = self.cost(genome)
         except Exception as exc:  # noqa: BLE001 - any cost-model error makes designs infeasible
             if genome.shape[0] == 1:
-                return {c: like.clone() for c in METRIC_COLUMNS}, [f"cost model raised {type(exc).__name__}: {exc}"]
+                return {}, [f"cost model raised {type(exc).__name__}: {exc}"]
             half = genome.shape[0] // 2
             m1, e1 = self._cost_metrics(genome[:half], like[:half])
             m2, e2 = self._cost_metrics(genome[half:], like[half:])
-            return {c: torch.cat([m1[c], m2[c]]) for c in m1}, e1 + e2
+            keys = sorted(set(m1) | set(m2))
+            merged = {c: torch.cat([m1.get(c, like[:half]), m2.get(c, like[half:])]) for c in keys}
+            return merged, e1 + e2
         metrics = self._result_metrics(result, like)
         metrics["weight_bits"] = network_weight_bits(workload).to(like)
         errors = self._model_failures(result, genome.shape[0])

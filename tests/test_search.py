@@ -1,0 +1,276 @@
+"""Joint search end to end on the real cost model: constraint handling, failures, GA progress,
+resume, results folder, baselines, CLI. The accuracy source is a random-init APQ predictor
+saved to a temporary checkpoint (seeded), never the shipped default."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cimnas.hw.params import HardwareSpace
+from cimnas.models.predictor import AccuracyPredictor
+from cimnas.models.space import Architecture, QuantPolicy, apq_mbv2_tiny
+from cimnas.search.config import OutputConfig, SearchConfig, WandbConfig
+from cimnas.search.evaluator import FAILED_CV, REASONS, ConstraintConfig, DesignEvaluator
+from cimnas.search.ga import ConstrainedGA, GAConfig, make_batch, survival_order
+from cimnas.search.genome import JointGenome
+from cimnas.search.objectives import ObjectiveConfig
+from cimnas.search.problem import JointProblem
+from cimnas.search.run import build_setup, run_ga, run_search
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def predictor_path(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("artifacts") / "predictor.pt"
+    AccuracyPredictor(apq_mbv2_tiny()).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def genome() -> JointGenome:
+    return JointGenome(apq_mbv2_tiny(), HardwareSpace.from_yaml(REPO / "configs/hw/reference.yaml"))
+
+
+class FixedAccuracy:
+    """Deterministic analytic accuracy proxy (tests only): rises with width and bit widths."""
+
+    def __init__(self, nan_rows_with_kernel7_block0: bool = False):
+        self.nan = nan_rows_with_kernel7_block0
+
+    def predict(self, arch):
+        acc = 0.5 + 0.002 * arch.hidden.float().mean(1) + 0.02 * arch.bits.float().mean((1, 2)) / 8
+        if self.nan:
+            acc = torch.where(arch.kernels[:, 0] == 7, torch.full_like(acc, math.nan), acc)
+        return acc
+
+
+def _config(tmp_path: Path, predictor_path: Path, **kw) -> SearchConfig:
+    ga = kw.pop("ga", GAConfig(popsize=16, generations=6, seed=3))
+    return SearchConfig(predictor=str(predictor_path), value_stats=None, hardware=str(REPO / "configs/hw/reference.yaml"),
+                        ga=ga, output=OutputConfig(dir=str(tmp_path / "out"), progress=False, plots=kw.pop("plots", False)),
+                        wandb=WandbConfig(mode="disabled"), **kw)
+
+
+# ---------------------------------------------------------------------- constraints
+
+
+def test_infeasible_never_ranks_above_feasible(genome):
+    evaluator = DesignEvaluator(genome, FixedAccuracy(), ConstraintConfig(area_budget_mm2=800.0))
+    values = genome.random(200, torch.Generator().manual_seed(5))
+    for objective in (ObjectiveConfig(name="ela_acc"), ObjectiveConfig(name="pareto"),
+                      ObjectiveConfig(name="lexicographic", order=["accuracy", "ela"], tolerance=[0.01, 0.0])):
+        problem = JointProblem(evaluator, objective)
+        batch = make_batch(problem, values)
+        problem.evaluate(batch)
+        cv = batch.evals[:, problem.cv_column]
+        feasible = cv <= 0
+        assert 0 < int(feasible.sum()) < 200  # a random population mixes both
+        order = survival_order(problem, batch.evals, batch)
+        ranked_feasible = feasible[order]
+        n = int(feasible.sum())
+        assert ranked_feasible[:n].all() and not ranked_feasible[n:].any()
+        # infeasible designs are ordered by violation, whatever their (often better) objective
+        tail = cv[order][n:]
+        assert (tail[1:] >= tail[:-1]).all()
+        # every infeasible design has a reason: graded capacity / area violations, or a cost-model
+        # failure (e.g. a layer that cannot be mapped onto the chip) with the failure violation
+        codes = batch.evals[:, problem.column("reason_code")].long()
+        assert set(codes[~feasible].tolist()) <= set(range(1, len(REASONS)))
+        assert (codes[feasible] == 0).all()
+        assert (cv[codes == REASONS.index("evaluation_failed")] == FAILED_CV).all()
+        area = batch.evals[:, problem.column("area_mm2")]
+        assert (area[feasible] <= 800.0).all()
+
+
+def test_failures_are_infeasible_with_reason(genome, monkeypatch, caplog):
+    evaluator = DesignEvaluator(genome, FixedAccuracy(nan_rows_with_kernel7_block0=True))
+    values = genome.random(60, torch.Generator().manual_seed(1))
+    kernel0 = genome.names.index("kernel[0]")
+    values[:20, kernel0] = 2  # kernel 7 -> predictor fails for these rows
+    # the cost model raising for one specific design must not take the batch down
+    original = evaluator.cost
+    poison = values[30].clone()
+
+    def flaky_cost(g):
+        if (g == poison).all(dim=1).any():
+            raise RuntimeError("simulated cost-model crash")
+        return original(g)
+
+    monkeypatch.setattr(evaluator, "cost", flaky_cost)
+    with caplog.at_level("WARNING", logger="cimnas.search"):
+        ev = evaluator.evaluate(values)
+    failed = ev.failed
+    assert failed[:20].all() and failed[30]
+    assert (ev.cv[failed] == FAILED_CV).all() and not ev.feasible[failed].any()
+    assert "simulated cost-model crash" in caplog.text and "non-finite" in caplog.text
+    # the other rows were evaluated normally (apart from designs the cost model itself cannot map)
+    ok = ~failed
+    assert int(ok[20:30].sum()) >= 5 and torch.isfinite(ev.metrics["energy_j"][ok]).all()
+    # a failure never ranks above a feasible design, even though its objective would be "best" (0 / nan)
+    problem = JointProblem(evaluator, ObjectiveConfig())
+    batch = make_batch(problem, values)
+    problem.evaluate(batch)
+    order = survival_order(problem, batch.evals, batch)
+    first_failed = int(torch.nonzero(failed[order])[0])
+    assert not (batch.evals[order][first_failed:, problem.cv_column] <= 0).any()
+
+
+def test_cost_model_unevaluable_reason_is_a_failure(genome):
+    # a hardware choice with 1-row crossbars of 32 columns on a 4x4x1 chip cannot hold a layer
+    evaluator = DesignEvaluator(genome, FixedAccuracy())
+    arch, policy = Architecture.largest(genome.space), QuantPolicy.uniform(genome.space, 8)
+    hw = {"voltage": 0.5, "bits_per_cell": 1, "cycle_s": 1e-9, "rows": 32, "cols": 32, "router_groups": 1,
+          "tiles_per_group": 4, "macros_per_tile": 4, "glb_depth_words": 2048}
+    ev = evaluator.evaluate(genome.encode_designs([(arch, policy, hw)]))
+    assert not bool(ev.feasible[0])
+    assert REASONS[int(ev.metrics["reason_code"][0])] in ("capacity", "capacity+area", "evaluation_failed")
+
+
+# ---------------------------------------------------------------------- GA
+
+
+def test_capacity_feasible_initial_population_and_ga_improves(genome, predictor_path, tmp_path):
+    setup = build_setup(_config(tmp_path, predictor_path))
+    problem = JointProblem(setup.evaluator, ObjectiveConfig())
+    ga = ConstrainedGA(problem, GAConfig(popsize=24, generations=15, seed=1))
+    ga.step()
+    init = ga.population.evals
+    assert (init[:, problem.column("capacity_violation")] == 0).all()
+    assert int(ga.status["n_unique"]) == 24
+    first_best = float(init[0, 0])
+    first_median = float(init[:, 0].median())
+    for _ in range(14):
+        ga.step()
+    final = ga.population.evals
+    assert ga.n_evaluations == 24 * 15
+    assert (final[:, problem.cv_column] <= 0).all()
+    assert float(final[0, 0]) < first_best
+    assert float(final[:, 0].median()) < 0.2 * first_median
+    assert int(ga.status["n_unique"]) == 24  # duplicate elimination keeps genomes distinct
+
+
+def test_same_seed_same_population_and_resume_reproduces_uninterrupted_run(predictor_path, tmp_path):
+    config = _config(tmp_path, predictor_path, ga=GAConfig(popsize=16, generations=8, seed=7))
+    setup = build_setup(config)
+    full = run_ga(setup, "joint", tmp_path / "full")
+
+    # interrupted run: killed after generation 5 (checkpoint every generation), then resumed
+    interrupted = tmp_path / "interrupted"
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_5(status):
+        if status["iter"] == 5:
+            raise Killed
+
+    from cimnas.search import run as run_module
+
+    original_init = run_module.ConstrainedGA.__init__
+
+    def init_with_kill(self, *a, **k):
+        original_init(self, *a, **k)
+        self.log_hook.append(kill_after_5)
+
+    run_module.ConstrainedGA.__init__ = init_with_kill
+    try:
+        with pytest.raises(Killed):
+            run_ga(setup, "joint", interrupted)
+    finally:
+        run_module.ConstrainedGA.__init__ = original_init
+    state = torch.load(interrupted / "checkpoint.pt", weights_only=True)
+    # killed inside generation 5's logging: the last complete checkpoint is generation 4 or 5
+    assert state["ga"]["step"] in (4, 5) and len(state["history"]) == state["ga"]["step"]
+    resumed = run_ga(setup, "joint", interrupted, resume=True)
+    assert torch.equal(resumed.values, full.values)
+    assert torch.equal(resumed.evals, full.evals)
+    assert [r["generation"] for r in resumed.history] == list(range(1, 9))
+    assert resumed.n_evaluations == full.n_evaluations
+    # and a fresh run with the same seed gives the same population
+    again = run_ga(setup, "joint", tmp_path / "again")
+    assert torch.equal(again.values, full.values)
+
+
+def test_pareto_mode_keeps_a_nondominated_front(predictor_path, tmp_path):
+    config = _config(tmp_path, predictor_path, objective=ObjectiveConfig(name="pareto"),
+                     ga=GAConfig(popsize=20, generations=5, seed=2))
+    summary = run_search(config)
+    out = Path(config.output.dir)
+    front = json.loads((out / "pareto.json").read_text())
+    assert summary["pareto_size"] == len(front) >= 1
+    points = [(d["metrics"]["edap_j_s_mm2"], d["metrics"]["accuracy"]) for d in front]
+    for i, (e1, a1) in enumerate(points):
+        for j, (e2, a2) in enumerate(points):
+            if i != j:
+                assert not (e2 <= e1 and a2 >= a1 and (e2 < e1 or a2 > a1))
+
+
+# ---------------------------------------------------------------------- outputs, baselines, CLI
+
+
+def test_results_folder_and_best_design_is_readable(predictor_path, tmp_path):
+    config = _config(tmp_path, predictor_path, plots=True)
+    summary = run_search(config)
+    out = Path(config.output.dir)
+    for name in ("best.json", "pareto.json", "population.csv", "pareto.csv", "generations.csv", "summary.json",
+                 "checkpoint.pt", "plots/convergence.png", "plots/pareto.png", "plots/breakdown.png"):
+        assert (out / name).is_file(), name
+    best = json.loads((out / "best.json").read_text())
+    space = apq_mbv2_tiny()
+    assert best["space"] == "apq_mbv2_tiny"
+    Architecture.from_dict(best["architecture"]).validate(space)
+    QuantPolicy.from_dict(best["quantization"]).validate(space)
+    assert set(best["hardware"]) >= {"voltage", "rows", "cols", "macros_per_tile"}
+    assert best["metrics"]["feasible"] is True and best["metrics"]["area_mm2"] <= 800.0
+    assert summary["space_size"] == pytest.approx(6.8006e85, rel=1e-4)
+    lines = (out / "generations.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + config.ga.generations
+    assert summary["reference"]["reason"] in REASONS  # the baseline-like reference design was scored
+
+
+def test_compare_table_runs_every_baseline(predictor_path, tmp_path):
+    config = _config(tmp_path, predictor_path, mode="compare", ga=GAConfig(popsize=12, generations=4, seed=1))
+    summary = run_search(config)
+    rows = {r["method"]: r for r in summary["table"]}
+    assert set(rows) == {"joint", "hardware_only", "two_stage", "random", "fixed", "expert:baseline_like"}
+    assert rows["joint"]["edap_ratio_vs_joint"] == pytest.approx(1.0)
+    # equal budgets: random search and the two-stage search spend the joint run's evaluations
+    assert rows["random"]["n_evaluations"] == rows["joint"]["n_evaluations"] == 12 * 4
+    assert rows["two_stage"]["n_evaluations"] <= 12 * 4
+    out = Path(config.output.dir)
+    assert (out / "compare.csv").is_file() and "edap_ratio_vs_joint" in (out / "compare.md").read_text()
+    # the hardware-only search kept the baseline-like network
+    best_hw_only = json.loads((out / "hardware_only" / "best.json").read_text())
+    assert best_hw_only["quantization"]["pw_w_bits"] == [8] * 21
+    assert best_hw_only["architecture"]["kernels"] == [3] * 21
+
+
+def test_cli_missing_predictor_names_the_regenerate_command(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "search.py", "--predictor", str(tmp_path / "missing.pt"), "--wandb.mode", "disabled",
+         "--output.dir", str(tmp_path / "out")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "missing.pt" in proc.stderr and "regenerate" in proc.stderr
+
+
+def test_cli_config_and_overrides(tmp_path):
+    from cimnas.search.cli import parse_config
+
+    cfg = parse_config(["--config", str(REPO / "configs/search/compare.yaml"), "--ga.popsize", "10",
+                        "--objective.name", "el_acc"])
+    assert cfg.mode == "compare" and cfg.ga.popsize == 10 and cfg.objective.name == "el_acc"
+    assert cfg.constraints.area_budget_mm2 == 800.0
+    with pytest.raises(SystemExit):
+        parse_config(["--mode", "bogus"])
