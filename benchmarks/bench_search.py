@@ -1,0 +1,99 @@
+"""Wall time of the default 150 x 100 joint search and evaluations per second.
+
+    python benchmarks/bench_search.py [--device cpu|cuda] [--popsize 150] [--generations 100]
+        [--predictor cimnas/artifacts/fmnist/predictor.pt] [--value-stats cimnas/artifacts/fmnist/value_stats.pt]
+        [--eval-batch 100000]
+
+Prints (one line each): the end-to-end wall time of ``python search.py`` equivalent in-process
+(target <= 60 s on a laptop CPU; imports excluded and reported separately), the GA's evaluations/s,
+and the raw batched evaluation throughput (decode + predictor + cost model + objective) at a large
+batch. When the shipped predictor is missing, a random-init predictor of the same shape is used
+and the line says so (timing only; the numbers do not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("EVOTORCH_VERBOSE_LEVEL", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+t_import = time.perf_counter()
+import torch  # noqa: E402
+
+from cimnas.search.config import DEFAULT_PREDICTOR, DEFAULT_VALUE_STATS, OutputConfig, SearchConfig, WandbConfig  # noqa: E402
+from cimnas.search.ga import GAConfig, make_batch  # noqa: E402
+from cimnas.search.problem import JointProblem  # noqa: E402
+from cimnas.search.run import build_setup, run_search  # noqa: E402
+
+IMPORT_S = time.perf_counter() - t_import
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--popsize", type=int, default=150)
+    ap.add_argument("--generations", type=int, default=100)
+    ap.add_argument("--predictor", default=DEFAULT_PREDICTOR)
+    ap.add_argument("--value-stats", default=DEFAULT_VALUE_STATS)
+    ap.add_argument("--eval-batch", type=int, default=100_000)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    note = ""
+    predictor = args.predictor
+    tmp = tempfile.TemporaryDirectory()
+    if not Path(predictor).is_file():
+        from cimnas.models.predictor import AccuracyPredictor
+        from cimnas.models.space import apq_mbv2_tiny
+
+        torch.manual_seed(0)
+        predictor = str(Path(tmp.name) / "predictor.pt")
+        AccuracyPredictor(apq_mbv2_tiny()).save(predictor)
+        note = " (shipped predictor missing: random-init predictor of the same shape)"
+    value_stats = args.value_stats if args.value_stats and Path(args.value_stats).is_file() else None
+    if value_stats is None:
+        note += " (no value statistics: cost model's typical histograms)"
+
+    config = SearchConfig(
+        predictor=predictor, value_stats=value_stats, device=args.device,
+        ga=GAConfig(popsize=args.popsize, generations=args.generations, seed=1),
+        output=OutputConfig(dir=str(Path(tmp.name) / "out"), progress=False, plots=True),
+        wandb=WandbConfig(mode="disabled"),
+    )
+    start = time.perf_counter()
+    summary = run_search(config)
+    wall = time.perf_counter() - start
+    n = summary["n_evaluations"]
+    print(f"device {args.device}, threads {torch.get_num_threads()}{note}")
+    print(f"imports (torch, evotorch+ray, cimnas): {IMPORT_S:.1f} s")
+    print(f"search {args.popsize}x{args.generations} end-to-end (setup, GA, outputs, plots): {wall:.2f} s "
+          f"[target <= 60 s]; GA only {summary['wall_s']:.2f} s")
+    print(f"GA evaluations: {n} -> {n / summary['wall_s']:.0f} evaluations/s (incl. selection, variation, logging)")
+
+    # raw batched evaluation throughput
+    setup = build_setup(config)
+    problem = JointProblem(setup.evaluator, config.objective, device=args.device)
+    gen = torch.Generator(device=args.device).manual_seed(0)
+    values = setup.genome.random(args.eval_batch, gen, device=args.device)
+    problem.evaluate(make_batch(problem, values[:1000]))  # warm-up
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    problem.evaluate(make_batch(problem, values))
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t
+    print(f"batched evaluation, B={args.eval_batch}: {dt:.2f} s -> {args.eval_batch / dt:.0f} designs/s")
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
