@@ -272,3 +272,24 @@ def test_median_architecture_is_valid():
         space = get_space(name)
         arch = Architecture.median(space).validate(space)
         assert arch.kernels[0] == 5
+
+
+def test_collect_workload_matches_cost_model_slots():
+    from cimnas.hw.workload import workload_from_arch
+    from cimnas.models.space import ArchBatch
+    from cimnas.models.supernet import collect_workload
+
+    torch.manual_seed(14)
+    space = apq_mbv2_tiny()
+    net = OFASupernet(space)
+    arch, policy = Architecture.random(space, _gen(15)), QuantPolicy.random(space, _gen(16))
+    images = torch.randn(4, 1, 28, 28)
+    net.set_active(arch, policy)
+    recalibrate_bn(net, [images])
+    measured = collect_workload(net, arch, policy, images)
+    predicted = workload_from_arch(space, ArchBatch.from_designs(space, [arch], [policy]))
+    keep = predicted.mask[0]
+    assert measured.num_layers == int(keep.sum())
+    for f in ("kind", "C", "M", "R", "S", "P", "Q", "G", "stride", "input_bits", "weight_bits"):
+        assert torch.equal(getattr(measured, f)[0], getattr(predicted, f)[0][keep]), f
+    assert measured.input_hist is not None and torch.allclose(measured.input_hist.sum(-1), torch.ones(1))
