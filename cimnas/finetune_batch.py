@@ -209,7 +209,9 @@ def finetune_batch(
     space = load_supernet(supernet_path).space
     designs = top_designs(results_path, top_k, space=space, selection=selection)
     _fill_predictions(designs, predictor)
-    overrides = [f"--model.init_args.supernet={supernet_path}", *(overrides or [])]
+    # quiet logs by default; the caller's overrides come last and win
+    overrides = [f"--model.init_args.supernet={supernet_path}", "--trainer.enable_progress_bar=false",
+                 *(overrides or [])]
 
     jobs = []
     for i, d in enumerate(designs):
