@@ -354,3 +354,31 @@ def test_evaluate_command_prints_json_per_design(tmp_path):
         assert {"energy_j", "latency_s", "area_mm2", "edap", "feasible"} <= set(r)
     bad = subprocess.run([sys.executable, "-m", "cimnas.hw.evaluate", "--key", "A_1_2"], capture_output=True, text=True)
     assert bad.returncode == 2 and "expected 37" in bad.stderr
+
+
+def test_chunking_threads_and_per_row_workloads_do_not_change_results():
+    space = apq_mbv2_tiny()
+    g = torch.Generator().manual_seed(9)
+    ab = ArchBatch.from_designs(space, [Architecture.random(space, g) for _ in range(5)],
+                                [QuantPolicy.random(space, g) for _ in range(5)])
+    idx = torch.randint(5, (37,), generator=g)
+    wl = workload_from_arch(space, ab[idx])
+    hw = _random_hw(37, seed=10)
+    whole = evaluate(wl, hw, chunk_rows=1000, per_layer=True)
+    chunked = evaluate(wl, hw, chunk_rows=6, num_threads=2)
+    for name in ("energy_j", "latency_s", "area_mm2", "tops_per_w_layer_mean", "tops_per_mm2_layer_max",
+                 "utilization", "required_cells"):
+        a, b = getattr(whole, name), getattr(chunked, name)
+        fin = torch.isfinite(a)
+        assert torch.equal(fin, torch.isfinite(b)) and torch.allclose(a[fin], b[fin], rtol=1e-6), name
+    assert torch.equal(whole.reason, chunked.reason)
+    # a per-row workload equals the same network broadcast from one row
+    one = workload_from_arch(space, ab[idx[:1]])
+    bcast = evaluate(one, hw)
+    rows = evaluate(workload_from_arch(space, ab[idx[:1].expand(37)]), hw)
+    ok = bcast.feasible
+    assert torch.allclose(bcast.energy_j[ok], rows.energy_j[ok], rtol=1e-6)
+    # per-layer energies add up to the totals
+    ok = whole.feasible
+    assert torch.allclose(whole.layers["energy_j"].double().sum(1)[ok], whole.energy_j[ok], rtol=1e-4)
+    assert torch.allclose(whole.layers["cycles"].double().sum(1)[ok], whole.cycles[ok])

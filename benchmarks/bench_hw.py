@@ -1,0 +1,118 @@
+"""Throughput of the batched cost model on the MobileNetV2 (apq_mbv2, 224 px) space.
+
+For B = 1, 1e2, 1e4, 1e5 random (architecture, quantization, hardware) designs (a design = one
+whole ~60-layer network on one chip), prints designs scored per second by ``evaluate`` alone and
+end to end (``workload_from_arch`` + ``HardwareSpace.decode`` + ``evaluate``), the CPU time per
+design, the speed-up over a per-design loop of the same code, and the peak memory (max RSS of a
+fresh process per B; CUDA: max allocated). Each B runs in its own subprocess so that peak memory
+is per B.
+
+    python benchmarks/bench_hw.py [--sizes 1 100 10000 100000] [--device cpu|cuda] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _designs(B: int, device: str, seed: int = 0):
+    import torch
+
+    from cimnas.hw import HardwareSpace
+    from cimnas.models.space import Architecture, ArchBatch, QuantPolicy, apq_mbv2
+
+    space = apq_mbv2()
+    g = torch.Generator().manual_seed(seed)
+    pool = min(B, 512)  # Python-side sampling of Architecture objects is not what we measure
+    archs = [Architecture.random(space, g) for _ in range(pool)]
+    pols = [QuantPolicy.random(space, g) for _ in range(pool)]
+    base = ArchBatch.from_designs(space, archs, pols)
+    arch = base[torch.randint(pool, (B,), generator=g)].to(device)
+    hw_space = HardwareSpace.from_yaml(ROOT / "configs" / "hw" / "reference.yaml")
+    genes = hw_space.random_indices(B, g).to(device)
+    return space, arch, hw_space, genes
+
+
+def run_one(B: int, device: str, repeats: int) -> dict:
+    import torch
+
+    from cimnas.hw import evaluate, workload_from_arch
+
+    space, arch, hw_space, genes = _designs(B, device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    # warm-up (caches per-space slot tables, first-call overheads)
+    evaluate(workload_from_arch(space, arch[:2]), hw_space.decode(genes[:2]))
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    walls, cpus, e2e = [], [], []
+    for _ in range(repeats):
+        sync()
+        t0, c0 = time.perf_counter(), time.process_time()
+        workload = workload_from_arch(space, arch)
+        hw = hw_space.decode(genes)
+        sync()
+        t1, c1 = time.perf_counter(), time.process_time()
+        result = evaluate(workload, hw)
+        sync()
+        t2, c2 = time.perf_counter(), time.process_time()
+        walls.append(t2 - t1)
+        cpus.append(c2 - c1)
+        e2e.append(t2 - t0)
+    out = {
+        "B": B, "device": device, "layers": workload.num_layers,
+        "evaluate_s": min(walls), "evaluate_designs_per_s": B / min(walls),
+        "evaluate_cpu_s_per_design": min(cpus) / B,
+        "end_to_end_designs_per_s": B / min(e2e),
+        "feasible_fraction": float(result.feasible.float().mean()),
+    }
+    # the same code one design at a time
+    n_loop = min(B, 30)
+    t0 = time.perf_counter()
+    for i in range(n_loop):
+        evaluate(workload_from_arch(space, arch[i:i + 1]), hw_space.decode(genes[i:i + 1]))
+    sync()
+    out["loop_designs_per_s"] = n_loop / (time.perf_counter() - t0)
+    out["speedup_over_loop"] = out["end_to_end_designs_per_s"] / out["loop_designs_per_s"]
+    if device == "cuda":
+        out["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 10_000, 100_000])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--single", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.single is not None:
+        print(json.dumps(run_one(args.single, args.device, args.repeats)))
+        return
+    rows = []
+    for B in args.sizes:
+        res = subprocess.run([sys.executable, __file__, "--single", str(B), "--device", args.device,
+                              "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        mem = r.get("peak_rss_mb", r.get("peak_mem_mb"))
+        print(f"B={B:>7}  evaluate {r['evaluate_designs_per_s']:>11,.0f} designs/s  "
+              f"end-to-end {r['end_to_end_designs_per_s']:>11,.0f} designs/s  "
+              f"cpu {r['evaluate_cpu_s_per_design'] * 1e6:8.1f} us/design  loop {r['loop_designs_per_s']:7.1f} designs/s  "
+              f"speed-up {r['speedup_over_loop']:>8.1f}x  peak {mem:7.0f} MB  (L={r['layers']}, {args.device})", flush=True)
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
