@@ -274,3 +274,24 @@ def test_cli_config_and_overrides(tmp_path):
     assert cfg.constraints.area_budget_mm2 == 800.0
     with pytest.raises(SystemExit):
         parse_config(["--mode", "bogus"])
+
+
+def test_value_stats_from_a_supernet_feed_the_cost_model(genome, tmp_path):
+    from cimnas.hw.workload import slot_table
+    from cimnas.models.supernet import OFASupernet
+    from cimnas.search.value_stats import load_value_stats, measure_value_stats
+
+    torch.manual_seed(0)
+    supernet = OFASupernet(apq_mbv2_tiny())
+    stats = measure_value_stats(supernet, torch.randn(1, 1, 28, 28), recalibration=torch.randn(4, 1, 28, 28))
+    n_slots = len(slot_table(genome.space).names)
+    assert stats["input_hist"].shape == (n_slots, 31) and stats["weight_hist"].shape == (n_slots, 31)
+    assert torch.allclose(stats["input_hist"].sum(-1), torch.ones(n_slots))
+    torch.save(stats, tmp_path / "value_stats.pt")
+    loaded = load_value_stats(tmp_path / "value_stats.pt", genome.space)
+    values = genome.random(8, torch.Generator().manual_seed(3))
+    typical = DesignEvaluator(genome, FixedAccuracy()).evaluate(values)
+    measured = DesignEvaluator(genome, FixedAccuracy(), value_stats=loaded).evaluate(values)
+    ok = typical.feasible | (typical.metrics["reason_code"] < REASONS.index("evaluation_failed"))
+    assert not torch.allclose(typical.metrics["energy_j"][ok], measured.metrics["energy_j"][ok])
+    assert torch.equal(typical.metrics["area_mm2"][ok], measured.metrics["area_mm2"][ok])  # area is data-independent

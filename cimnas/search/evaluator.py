@@ -55,8 +55,13 @@ class ArtifactError(FileNotFoundError):
     """A default artifact (predictor checkpoint, layer statistics) is missing."""
 
 
-#: The one command that regenerates the shipped default artifacts (see docs/search.md).
-REGENERATE_HINT = "python -m cimnas.artifacts.build  (see docs/search.md, 'Default artifacts')"
+#: The commands that regenerate the shipped default artifacts (README, "The full pipeline").
+REGENERATE_HINT = (
+    "`python train.py fit --config configs/supernet/fmnist_smoke.yaml` (supernet), "
+    "`python -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist.yaml` and "
+    "`python train.py fit --config configs/predictor/fmnist_quant.yaml` (predictor), "
+    "`python -m cimnas.search.value_stats` (layer value statistics); see docs/search.md"
+)
 
 
 def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> AccuracySource:

@@ -61,22 +61,20 @@ class Setup:
     device: torch.device
 
 
-def load_value_stats(path: str | None, device: torch.device) -> Any:
+def load_value_stats(path: str | None, space: SearchSpace) -> Any:
+    """Per-slot layer value statistics (``cimnas.search.value_stats``) or None (typical values)."""
     if path is None:
         return None
     p = Path(path)
     if not p.exists():
         raise ArtifactError(
             f"layer value statistics {str(p)!r} not found. The default search needs the shipped default "
-            f"artifacts; regenerate them with: {REGENERATE_HINT}, or pass --value_stats null to use the cost "
-            "model's typical values."
+            f"artifacts; regenerate them with: {REGENERATE_HINT}; or pass --value_stats null to use the cost "
+            "model's typical histograms."
         )
-    from cimnas import hw
+    from cimnas.search.value_stats import load_value_stats as read_value_stats
 
-    loader = getattr(hw, "load_value_stats", None)
-    if loader is not None:
-        return loader(p)
-    return torch.load(p, map_location="cpu", weights_only=True)
+    return read_value_stats(p, space)
 
 
 def load_hardware_space(path: str) -> Any:
@@ -102,7 +100,7 @@ def build_setup(config: SearchConfig, accuracy: Any | None = None) -> Setup:
         if pred_space is not None and pred_space.name != space.name:
             raise ValueError(f"predictor {config.predictor!r} was trained for space {pred_space.name!r}, "
                              f"but space={space.name!r}")
-    value_stats = load_value_stats(config.value_stats, device)
+    value_stats = load_value_stats(config.value_stats, space)
     evaluator = DesignEvaluator(genome, accuracy, config.constraints, value_stats=value_stats,
                                 reference_compat=config.reference_compat)
     log.info("%s", genome.describe())

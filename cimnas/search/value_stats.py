@@ -1,0 +1,99 @@
+"""Per-slot layer value statistics for the search's cost model (``value_stats.pt``).
+
+The search prices every candidate with ``cimnas.hw.workload_from_arch(space, arch,
+value_stats=...)``, which takes one 31-bin input and weight histogram per layer *slot* of the
+space (``[L, 31]`` each, in ``cimnas.hw.workload.slot_table(space)`` order). This module measures
+them once on the trained supernet: the largest subnet (every slot active) at the space's largest
+bit width runs calibration images, ``workload_from_module`` records each layer's histograms, and
+the histograms are averaged over the images.
+
+    python -m cimnas.search.value_stats --supernet cimnas/artifacts/fmnist/supernet.pt \\
+        --out cimnas/artifacts/fmnist/value_stats.pt [--images 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cimnas.models.space import Architecture, QuantPolicy, SearchSpace
+
+VALUE_STATS_FORMAT = "cimnas.value_stats/1"
+
+
+@torch.no_grad()
+def measure_value_stats(supernet: Any, images: torch.Tensor, recalibration: torch.Tensor | None = None) -> dict[str, Any]:
+    """``{"input_hist": [L, 31], "weight_hist": [L, 31], ...}`` of the largest subnet of
+    ``supernet`` averaged over ``images [N, C, H, W]`` (one inference each)."""
+    from cimnas.hw.workload import slot_table, workload_from_module
+    from cimnas.models.supernet import recalibrate_bn
+
+    space: SearchSpace = supernet.space
+    arch = Architecture.largest(space)
+    policy = QuantPolicy.uniform(space, max(space.bit_choices))
+    supernet.set_active(arch, policy)
+    if recalibration is not None:
+        recalibrate_bn(supernet, [recalibration])
+    net = supernet.export_subnet(arch, policy).eval()
+    inputs, weights = [], []
+    for i in range(images.shape[0]):
+        wl = workload_from_module(net, images[i: i + 1])
+        inputs.append(wl.input_hist[0])
+        weights.append(wl.weight_hist[0])
+    n_slots = len(slot_table(space).names)
+    if inputs[0].shape[0] != n_slots:
+        raise ValueError(f"the largest subnet ran {inputs[0].shape[0]} layers but space {space.name!r} has "
+                         f"{n_slots} layer slots; the slot order contract of cimnas.hw.workload is broken")
+    input_hist = torch.stack(inputs).mean(0)
+    weight_hist = torch.stack(weights).mean(0)
+    return {
+        "format": VALUE_STATS_FORMAT, "space": space.name,
+        "input_hist": input_hist / input_hist.sum(-1, keepdim=True),
+        "weight_hist": weight_hist / weight_hist.sum(-1, keepdim=True),
+        "num_images": int(images.shape[0]),
+    }
+
+
+def load_value_stats(path: str | os.PathLike, space: SearchSpace | None = None) -> dict[str, torch.Tensor]:
+    """Read a ``value_stats.pt`` file (weights_only) and return the tensors ``workload_from_arch`` takes."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or "input_hist" not in data or "weight_hist" not in data:
+        raise ValueError(f"{path}: not a value-statistics file (needs 'input_hist' and 'weight_hist' [L, 31])")
+    if space is not None and data.get("space", space.name) != space.name:
+        raise ValueError(f"{path}: statistics of space {data.get('space')!r}, but the search space is {space.name!r}")
+    return {k: data[k] for k in ("input_hist", "weight_hist")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Measure per-slot layer value statistics for the search.")
+    ap.add_argument("--supernet", default="cimnas/artifacts/fmnist/supernet.pt")
+    ap.add_argument("--out", default="cimnas/artifacts/fmnist/value_stats.pt")
+    ap.add_argument("--images", type=int, default=8, help="calibration images (held-out split)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from cimnas.data.fashion_mnist import FashionMNISTDataModule
+    from cimnas.models.supernet import load_supernet
+
+    supernet = load_supernet(args.supernet)
+    space = supernet.space
+    dm = FashionMNISTDataModule(batch_size=max(args.images, 64), val_subset=max(args.images, 256),
+                                train_subset=256, seed=args.seed, resolution=max(space.resolution_choices),
+                                channels=space.in_channels)
+    dm.setup("fit")
+    images = next(iter(dm.val_dataloader()))[0]
+    stats = measure_value_stats(supernet, images[: args.images], recalibration=images)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(stats, tmp)
+    os.replace(tmp, out)
+    print(f"wrote {out}: {tuple(stats['input_hist'].shape)} input / weight histograms from {args.images} images")
+
+
+if __name__ == "__main__":
+    main()
