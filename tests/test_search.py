@@ -295,3 +295,29 @@ def test_value_stats_from_a_supernet_feed_the_cost_model(genome, tmp_path):
     ok = typical.feasible | (typical.metrics["reason_code"] < REASONS.index("evaluation_failed"))
     assert not torch.allclose(typical.metrics["energy_j"][ok], measured.metrics["energy_j"][ok])
     assert torch.equal(typical.metrics["area_mm2"][ok], measured.metrics["area_mm2"][ok])  # area is data-independent
+
+
+def test_wandb_offline_run_carries_the_summary(predictor_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = dataclasses.replace(_config(tmp_path, predictor_path, ga=GAConfig(popsize=8, generations=2, seed=1)),
+                                 wandb=WandbConfig(mode="disabled"))  # the environment variable wins
+    run_search(config)
+    runs = list((Path(config.output.dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("run-*.wandb"))
+    summary = json.loads((runs[0] / "files" / "search_summary.json").read_text())
+    assert summary["method"] == "joint" and summary["n_evaluations"] == 16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_evaluation_matches_cpu(genome, predictor_path, tmp_path):
+    values = genome.random(64, torch.Generator().manual_seed(0))
+    setups = {d: build_setup(dataclasses.replace(_config(tmp_path, predictor_path), device=d)) for d in ("cpu", "cuda")}
+    evs = {d: s.evaluator.evaluate(values.to(d)) for d, s in setups.items()}
+    for key in ("accuracy", "energy_j", "latency_s", "area_mm2"):
+        a, b = evs["cpu"].metrics[key], evs["cuda"].metrics[key].cpu()
+        finite = torch.isfinite(a)
+        assert torch.equal(finite, torch.isfinite(b)) and torch.allclose(a[finite], b[finite], rtol=1e-4)
+    result = run_ga(setups["cuda"], "joint", tmp_path / "cuda")
+    assert result.values.device.type == "cuda" and bool(result.evals[0, result.problem.cv_column] <= 0)

@@ -662,7 +662,6 @@ def run_search(config: SearchConfig, accuracy: Any | None = None) -> dict[str, A
     out_dir = Path(config.output.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     space_sizes = setup.genome.space_size_by_part()
-    print(setup.genome.describe(), flush=True)
     wandb_run = _start_wandb(config, config.mode, out_dir)
     reference = reference_result(setup)
     try:
