@@ -382,3 +382,16 @@ def test_chunking_threads_and_per_row_workloads_do_not_change_results():
     ok = whole.feasible
     assert torch.allclose(whole.layers["energy_j"].double().sum(1)[ok], whole.energy_j[ok], rtol=1e-4)
     assert torch.allclose(whole.layers["cycles"].double().sum(1)[ok], whole.cycles[ok])
+
+
+def test_from_results_rescoring_of_reference_records():
+    """10 records of CIMNAS's shipped example results (resCIMNAS/.../Constrtest0.json), re-scored
+    with the reference quirks and typical histograms (the per-candidate ones are not shipped)."""
+    from cimnas.hw.evaluate import from_results
+
+    recs, summary = from_results("tests/data/cimnas_reference_results_subset.json", compat=True)
+    assert summary["compared"] == 10 and all(r["feasible"] for r in recs)
+    assert summary["area_max_rel_err"] < 5e-3
+    assert summary["latency_median_rel_err"] < 0.02 and summary["latency_max_rel_err"] < 0.15
+    assert summary["energy_median_rel_err"] < 0.20 and summary["energy_max_rel_err"] < 0.30
+    assert summary["tops_per_mm2_layer_mean_median_rel_err"] < 0.05

@@ -22,7 +22,9 @@ output_buffer      conversions · b_out · 2 writes               CACTI / width
 =================  ===========================================  ===============================
 
 ``f`` is the input re-fetch factor: 1 except for depthwise layers, whose sliding windows are
-re-read from the GLB (f = R·(1 + (S-1)/t_q) · P·Q / (H_in·W_in), at least 1).
+re-read from the GLB: f = R·(1 + (S-1)/t_q) · P·Q / (H_in·W_in) (rows re-read, columns slide,
+t_q = temporal steps along Q), or the full window per output pixel R·S·P·Q / (H_in·W_in) when
+the groups are spread over router groups (the runs R13/R17); at least 1.
 Leakage is not charged (everything is power-gated; CiMLoop's leakage is ~1e-12 pJ per cycle).
 
 Reference compatibility (``reference_compat=True``) reproduces the reference code's quirks
@@ -290,6 +292,7 @@ def _workload_terms(workload: Workload, reference_compat: bool,
         in_bits=in_bits, out_bits=out_bits, ibr=ibr, bo=workload.output_bits.to(f32),
         # depthwise input re-fetch: f = max(1, pre * (1 + (S - 1) / t_q)); pre = 0 elsewhere
         refetch_pre=depthwise * g["R"] * g["P"] * g["Q"] / (h_in * w_in), refetch_sm1=depthwise * (g["S"] - 1.0),
+        refetch_full=depthwise * g["R"] * g["S"] * g["P"] * g["Q"] / (h_in * w_in),
         Nmask=g["N"] * mask, wcells0=(torch.ones_like(g["G"]) if reference_compat else None),
         ops_l=2.0 * macs0,
         sum_in_bits=in_bits.sum(1), sum_out_bits=out_bits.sum(1), sum_ibr=ibr.sum(1), sum_ops=2.0 * macs0.sum(1),
@@ -341,6 +344,8 @@ def _evaluate_chunk(t: dict[str, Any], h: dict[str, torch.Tensor], per_layer: bo
     conv = t["n_m"] * n_col * T_r
     conv_b = conv * t["bo"]
     refetch = (t["refetch_pre"] * (1.0 + t["refetch_sm1"] / t_q)).clamp_(min=1.0)
+    # groups spread over router groups: every output pixel re-reads its whole window
+    refetch = torch.where(g > 1, t["refetch_full"].clamp(min=1.0), refetch)
     in_reads = t["in_bits"] * refetch
     # --- per-layer energy (pJ), needed for the reference's per-layer TOPS/W
     e_l = h["k_in_reads"] * in_reads

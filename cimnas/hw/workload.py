@@ -46,6 +46,35 @@ DEFAULT_WEIGHT_HIST = (0.00282, 0.00321, 0.00413, 0.00535, 0.00706, 0.00953, 0.0
                        0.00401, 0.00299, 0.00238)
 
 
+
+def _spread(values: tuple[float, ...]) -> tuple[float, ...]:
+    """8 values on CIMNAS's 31-bin grid (bins 0, 4, 8, 13, 17, 22, 26, 30; cim-cost-model.md §1.5)."""
+    out = [0.0] * NBINS
+    for b, v in zip((0, 4, 8, 13, 17, 22, 26, 30), values):
+        out[b] = v
+    total = sum(out)
+    return tuple(v / total for v in out)
+
+
+#: Typical per-role histograms of CIMNAS's shipped MobileNetV2 workload (OlgaKrestinskaya/CIMNAS
+#: ``workspace/main/workloads/mobilenet_v2/{00,03,04,05,31,32,33}.yaml``, one ImageNet image,
+#: the reference's 8-level histograms) [src]: the mean of the files of each role.
+TYPICAL_HISTOGRAMS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    # stem conv (00): normalised image input
+    "stem": (_spread((0.00256, 0.03721, 0.25609, 0.42556, 0.22273, 0.04494, 0.01061, 0.00030)),
+             _spread((0.00231, 0.00463, 0.03935, 0.21759, 0.63773, 0.08218, 0.01389, 0.00231))),
+    # expand / feature-mix pointwise (03, 33): block outputs, centred
+    "expand": (_spread((0.00056, 0.00475, 0.06750, 0.55252, 0.32336, 0.04703, 0.00377, 0.00049)),
+               _spread((0.00085, 0.00839, 0.10409, 0.71820, 0.15742, 0.00969, 0.00094, 0.00043))),
+    # depthwise (04, 31): post-ReLU6 activations, mostly at the lowest level
+    "depthwise": (_spread((0.67814, 0.25156, 0.05251, 0.01124, 0.00330, 0.00147, 0.00057, 0.00120)),
+                  _spread((0.00385, 0.02051, 0.05495, 0.41861, 0.45773, 0.03688, 0.00614, 0.00120))),
+    # project pointwise (05, 32): post-ReLU6 activations
+    "project": (_spread((0.67913, 0.19592, 0.07029, 0.04255, 0.00951, 0.00109, 0.00058, 0.00094)),
+                _spread((0.00080, 0.00509, 0.07830, 0.70326, 0.20767, 0.00400, 0.00059, 0.00030))),
+}
+
+
 class WorkloadError(ValueError):
     """A malformed workload description."""
 
@@ -360,6 +389,8 @@ class _SlotTable:
     role: torch.Tensor  # 0 fixed, 1 expand, 2 se_reduce, 3 se_expand, 4 dw, 5 project
     se_lut: torch.Tensor  # hidden -> SE channels
     names: list[str]
+    typical_input_hist: torch.Tensor  # [1, L, 31] per-slot typical histograms
+    typical_weight_hist: torch.Tensor
 
 
 _SLOT_CACHE: dict[Any, _SlotTable] = {}
@@ -402,19 +433,37 @@ def slot_table(space: SearchSpace) -> _SlotTable:
     t = lambda i: torch.tensor([r[i] for r in rows], dtype=torch.long)  # noqa: E731
     max_hidden = max(space.max_hidden(b) for b in range(space.num_blocks))
     se_lut = torch.tensor([make_divisible(h // 4, space.divisor) if h > 0 else 0 for h in range(max_hidden + 1)])
+    names = [r[8] for r in rows]
+
+    def typical_role(name: str) -> str:
+        if name == "stem":
+            return "stem"
+        if name.endswith(".dw"):
+            return "depthwise"
+        if name.endswith("project") or name == "classifier":
+            return "project"
+        return "expand"
+
+    roles = [typical_role(n) for n in names]
     table = _SlotTable(
+        typical_input_hist=torch.tensor([TYPICAL_HISTOGRAMS[r][0] for r in roles]).unsqueeze(0),
+        typical_weight_hist=torch.tensor([TYPICAL_HISTOGRAMS[r][1] for r in roles]).unsqueeze(0),
         kind=t(0), C=t(1), M=t(2), R=t(3), G=t(4), stride=t(5),
         P_by_res=torch.tensor([[r[9](x) for r in rows] for x in res], dtype=torch.long),
         resolutions=torch.tensor(res, dtype=torch.long), block=t(6), role=t(7), se_lut=se_lut,
-        names=[r[8] for r in rows],
+        names=names,
     )
     _SLOT_CACHE[space] = table
     return table
 
 
-def workload_from_arch(space: SearchSpace, arch: ArchBatch, *, value_stats: dict[str, torch.Tensor] | None = None) -> Workload:
+def workload_from_arch(space: SearchSpace, arch: ArchBatch, *,
+                       value_stats: dict[str, torch.Tensor] | str | None = "typical") -> Workload:
     """Shapes and bit widths of B architectures as one ``[B, L]`` workload (no Python loop over
-    candidates). ``value_stats`` may carry per-slot ``input_hist`` / ``weight_hist`` ``[L, 31]``."""
+    candidates). ``value_stats``: ``"typical"`` (default: per-slot role histograms of CIMNAS's
+    shipped MobileNetV2 workload, :data:`TYPICAL_HISTOGRAMS`), ``None`` (the cost model's generic
+    default), or a dict with per-slot ``input_hist`` / ``weight_hist`` ``[L, 31]`` (or ``[B, L,
+    31]``) and/or ``average_input_value`` / ``average_weight_value`` ``[L]``."""
     table = slot_table(space)
     dev = arch.device
     B, L = arch.batch_size, len(table.names)
@@ -456,6 +505,10 @@ def workload_from_arch(space: SearchSpace, arch: ArchBatch, *, value_stats: dict
         stride=table.stride.to(dev).unsqueeze(0).expand(B, L), input_bits=a_bits, weight_bits=w_bits,
         output_bits=torch.full_like(P, 8), mask=mask, names=list(table.names),
     )
+    if isinstance(value_stats, str):
+        if value_stats != "typical":
+            raise WorkloadError(f"value_stats={value_stats!r} is not allowed; allowed values: 'typical', None or a dict")
+        value_stats = {"input_hist": table.typical_input_hist, "weight_hist": table.typical_weight_hist}
     if value_stats:
         for key in ("input_hist", "weight_hist"):
             if key in value_stats and value_stats[key] is not None:
@@ -470,5 +523,6 @@ def workload_from_arch(space: SearchSpace, arch: ArchBatch, *, value_stats: dict
 
 __all__ = [
     "LAYER_KINDS", "SHAPE_FIELDS", "BIT_FIELDS", "NBINS", "DEFAULT_INPUT_HIST", "DEFAULT_WEIGHT_HIST",
+    "TYPICAL_HISTOGRAMS",
     "WorkloadError", "Workload", "workload_from_module", "workload_from_arch", "slot_table",
 ]
