@@ -242,7 +242,7 @@ def test_compare_table_runs_every_baseline(predictor_path, tmp_path):
     config = _config(tmp_path, predictor_path, mode="compare", ga=GAConfig(popsize=12, generations=4, seed=1))
     summary = run_search(config)
     rows = {r["method"]: r for r in summary["table"]}
-    assert set(rows) == {"joint", "hardware_only", "two_stage", "random", "fixed", "expert:baseline_like"}
+    assert set(rows) == {"joint", "hardware_only", "two_stage", "random", "expert:baseline_like"}
     assert rows["joint"]["edap_ratio_vs_joint"] == pytest.approx(1.0)
     # equal budgets: random search and the two-stage search spend the joint run's evaluations
     assert rows["random"]["n_evaluations"] == rows["joint"]["n_evaluations"] == 12 * 4

@@ -151,17 +151,26 @@ class MethodResult:
     def metric(self, name: str) -> torch.Tensor:
         return self.evals[:, self.problem.column(name)]
 
-    @property
-    def best_feasible(self) -> bool:
-        return bool(self.evals[0, self.problem.cv_column] <= 0)
-
-    def best_metrics(self) -> dict[str, float]:
-        out = {c: float(self.evals[0, self.problem.column(c)]) for c in METRIC_COLUMNS}
-        out["objective"] = float(self.evals[0, 0])
-        out["cv"] = float(self.evals[0, self.problem.cv_column])
-        out["feasible"] = self.best_feasible
+    def best_metrics(self) -> dict[str, Any]:
+        i = best_index(self.problem, self.evals)
+        out: dict[str, Any] = {c: float(self.evals[i, self.problem.column(c)]) for c in METRIC_COLUMNS}
+        out["objective"] = float(self.evals[i, 0])
+        out["cv"] = float(self.evals[i, self.problem.cv_column])
+        out["feasible"] = bool(self.evals[i, self.problem.cv_column] <= 0)
         out["reason"] = REASONS[int(out.pop("reason_code"))]
         return out
+
+
+def best_index(problem: JointProblem, evals: torch.Tensor) -> int:
+    """Row of the single best design: the first in survival order, or in the Pareto mode the
+    feasible design with the lowest EDAP / accuracy (the front's best compromise)."""
+    if not problem.objective.is_pareto:
+        return 0
+    feasible = evals[:, problem.cv_column] <= 0
+    if not feasible.any():
+        return 0
+    ratio = evals[:, problem.column("edap_j_s_mm2")] / evals[:, problem.column("accuracy")].clamp_min(1e-12)
+    return int(torch.where(feasible, ratio, torch.full_like(ratio, math.inf)).argmin())
 
 
 def _pareto_mask(edap: torch.Tensor, acc: torch.Tensor, feasible: torch.Tensor) -> torch.Tensor:
@@ -233,12 +242,8 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
     # designs differing only in genes of skipped blocks share their metrics: keep one per point
     front = front[first_occurrence(torch.stack([edap[front], acc[front]], dim=1))]
     designs = setup.genome.to_designs(result.values[: 1])
-    source = {"method": result.name, "objective": setup.config.objective.label(), "config": setup.config.fingerprint()}
-    if problem.objective.is_pareto and front.numel() > 0:
-        # Best single design of a Pareto run: the front member with the lowest EDAP / accuracy.
-        pick = front[torch.argmin(edap[front] / acc[front])]
-    else:
-        pick = torch.tensor(0)
+    source = {"method": result.name, "objective": problem.objective.label(), "config": setup.config.fingerprint()}
+    pick = best_index(problem, result.evals)
     best_design = setup.genome.to_designs(result.values[int(pick): int(pick) + 1])[0]
     best_metrics = {c: float(result.evals[int(pick), problem.column(c)]) for c in METRIC_COLUMNS if c != "reason_code"}
     best_metrics["feasible"] = bool(feasible[int(pick)])
@@ -261,7 +266,7 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
         "hardware_space": setup.config.hardware,
         "genome_length": setup.genome.length,
         "space_size": setup.genome.space_size(),
-        "objective": setup.config.objective.label() if result.name != "two_stage:stage1" else "bits_acc",
+        "objective": problem.objective.label(),
         "n_evaluations": result.n_evaluations,
         "wall_s": result.wall_s,
         "evaluations_per_s": result.n_evaluations / result.wall_s if result.wall_s > 0 else None,
@@ -311,7 +316,7 @@ def _plot_convergence(setup: Setup, result: MethodResult, plot_dir: Path, refere
         ax[0].plot(gens, _finite([r["median_objective"] for r in result.history]), label="median (feasible)", alpha=0.7)
         ax[0].set_yscale("log")
         ax[0].set_xlabel("generation")
-        ax[0].set_ylabel(setup.config.objective.label())
+        ax[0].set_ylabel(result.problem.objective.label())
         ax[0].legend()
         ax[1].plot(gens, [r["n_feasible"] for r in result.history], label="feasible in population")
         ax[1].plot(gens, [r["offspring_infeasible"] for r in result.history], label="infeasible offspring")
@@ -422,19 +427,25 @@ class _History:
         obj = ev[feasible, 0]
         last = self.ga.last_evaluated
         codes = last[:, p.column("reason_code")].long() if last is not None else torch.zeros(0, dtype=torch.long)
+        b = best_index(p, ev)
+        if p.objective.is_pareto:  # the best compromise's EDAP / accuracy
+            best = float(ev[b, p.column("edap_j_s_mm2")] / ev[b, p.column("accuracy")])
+            obj = ev[feasible, p.column("edap_j_s_mm2")] / ev[feasible, p.column("accuracy")]
+        else:
+            best = float(ev[0, 0])
         row = {
             "generation": self.ga.step_count,
             "n_evaluations": self.ga.n_evaluations,
             "elapsed_s": time.perf_counter() - self.start_s,
-            "best_objective": float(ev[0, 0]) if bool(feasible[0]) else math.nan,
+            "best_objective": best if bool(feasible[b]) else math.nan,
             "median_objective": float(obj.median()) if obj.numel() else math.nan,
             "n_feasible": int(feasible.sum()),
             "n_unique": status.get("n_unique", math.nan),
-            "best_accuracy": float(ev[0, p.column("accuracy")]),
-            "best_edap_j_s_mm2": float(ev[0, p.column("edap_j_s_mm2")]),
-            "best_energy_j": float(ev[0, p.column("energy_j")]),
-            "best_latency_s": float(ev[0, p.column("latency_s")]),
-            "best_area_mm2": float(ev[0, p.column("area_mm2")]),
+            "best_accuracy": float(ev[b, p.column("accuracy")]),
+            "best_edap_j_s_mm2": float(ev[b, p.column("edap_j_s_mm2")]),
+            "best_energy_j": float(ev[b, p.column("energy_j")]),
+            "best_latency_s": float(ev[b, p.column("latency_s")]),
+            "best_area_mm2": float(ev[b, p.column("area_mm2")]),
             "offspring_infeasible": int((last[:, p.cv_column] > 0).sum()) if last is not None else 0,
         }
         for i, reason in enumerate(REASONS[1:], start=1):
@@ -678,9 +689,14 @@ def run_search(config: SearchConfig, accuracy: Any | None = None) -> dict[str, A
         else:
             results: dict[str, MethodResult] = {}
             for method in config.compare_methods:
+                if method == "fixed":  # one row per expert design
+                    for expert in config.expert_designs:
+                        results[f"expert:{expert.name}"] = evaluate_fixed(setup, f"expert:{expert.name}",
+                                                                          expert_genome(setup, expert))
+                    continue
                 results[method] = run_method(setup, method, out_dir / method, reference, wandb_run)
                 write_results(setup, results[method], out_dir / method, reference)
-            if reference is not None:
+            if reference is not None and reference.name not in results:
                 results[reference.name] = reference
             rows = compare_table(results)
             _write_csv(out_dir / "compare.csv", rows)
