@@ -395,3 +395,21 @@ def test_from_results_rescoring_of_reference_records():
     assert summary["latency_median_rel_err"] < 0.02 and summary["latency_max_rel_err"] < 0.15
     assert summary["energy_median_rel_err"] < 0.20 and summary["energy_max_rel_err"] < 0.30
     assert summary["tops_per_mm2_layer_mean_median_rel_err"] < 0.05
+
+
+def test_readable_mapping_matches_the_inlined_one():
+    """mapping.map_layers (the documented reference form) == evaluate's inlined mapping."""
+    from cimnas.hw.mapping import map_layers
+
+    wl = _small_workload()
+    hw = _random_hw(40, seed=11)
+    res = evaluate(wl, hw, per_layer=True)
+    f = lambda name: getattr(wl, name).float()  # noqa: E731
+    col = lambda name: getattr(hw, name).float().unsqueeze(1)  # noqa: E731
+    mp = map_layers(C=f("C"), M=f("M"), R=f("R"), S=f("S"), P=f("P"), Q=f("Q"), G=f("G"), N=f("N"),
+                    weight_bits=f("weight_bits"), bits_per_cell=col("bits_per_cell"), rows=col("rows"),
+                    cols=col("cols"), macros_per_tile=col("macros_per_tile"),
+                    tiles_per_group=col("tiles_per_group"), router_groups=col("router_groups"))
+    assert torch.equal(mp.cycles, res.layers["cycles"])
+    assert torch.equal(mp.fits, res.layers["fits"])
+    assert torch.equal(mp.copies.expand_as(res.layers["copies"]), res.layers["copies"])

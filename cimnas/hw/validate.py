@@ -194,6 +194,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
     os.close(fd)
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, out)
 
 
