@@ -25,16 +25,19 @@ from cimnas.models.quant import ActQuantizer, fake_quant_weight
 from cimnas.models.space import make_divisible
 
 
-class DynamicPointwiseConv(nn.Module):
-    """1×1 convolution without bias whose input and output widths are elastic."""
+class DynamicConv2d(nn.Module):
+    """k×k convolution (groups 1) whose input and output widths are elastic:
+    ``W[:c_out, :c_in]`` with c_in from the input; 'same' padding."""
 
-    def __init__(self, max_in_channels: int, max_out_channels: int, input_signed: bool = True,
-                 per_channel: bool = True, bias: bool = False):
+    def __init__(self, max_in_channels: int, max_out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 input_signed: bool = True, per_channel: bool = True, bias: bool = False):
         super().__init__()
         self.max_in_channels = max_in_channels
         self.max_out_channels = max_out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
         self.per_channel = per_channel
-        self.weight = nn.Parameter(torch.empty(max_out_channels, max_in_channels, 1, 1))
+        self.weight = nn.Parameter(torch.empty(max_out_channels, max_in_channels, kernel_size, kernel_size))
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
         self.bias = nn.Parameter(torch.zeros(max_out_channels)) if bias else None
         self.input_quantizer = ActQuantizer(input_signed)
@@ -46,7 +49,15 @@ class DynamicPointwiseConv(nn.Module):
                 input_bits: int | None = None) -> torch.Tensor:
         w = fake_quant_weight(self.active_weight(x.shape[1], out_channels), weight_bits, self.per_channel)
         bias = None if self.bias is None else self.bias[:out_channels]
-        return F.conv2d(self.input_quantizer(x, input_bits), w, bias)
+        return F.conv2d(self.input_quantizer(x, input_bits), w, bias, self.stride, self.kernel_size // 2)
+
+
+class DynamicPointwiseConv(DynamicConv2d):
+    """1×1 convolution whose input and output widths are elastic."""
+
+    def __init__(self, max_in_channels: int, max_out_channels: int, input_signed: bool = True,
+                 per_channel: bool = True, bias: bool = False):
+        super().__init__(max_in_channels, max_out_channels, 1, 1, input_signed, per_channel, bias)
 
 
 class DynamicDepthwiseConv(nn.Module):
@@ -172,4 +183,4 @@ class DynamicSE(nn.Module):
         return x * F.hardsigmoid(s)
 
 
-__all__ = ["DynamicPointwiseConv", "DynamicDepthwiseConv", "DynamicBatchNorm", "DynamicSE"]
+__all__ = ["DynamicConv2d", "DynamicPointwiseConv", "DynamicDepthwiseConv", "DynamicBatchNorm", "DynamicSE"]

@@ -29,6 +29,9 @@ import torch
 BIT_FIELDS: tuple[str, ...] = ("pw_w_bits", "pw_a_bits", "dw_w_bits", "dw_a_bits")
 
 ACTIVATIONS = ("relu", "relu6", "hswish")
+BLOCK_TYPES = ("mbconv", "bottleneck")
+STEM_TYPES = ("conv", "resnet_d")
+EXPAND_BASES = ("in", "out")
 
 
 class SpaceError(ValueError):
@@ -52,16 +55,22 @@ def _check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One elastic stage: ``max_depth`` MBConv blocks of output width ``width`` (before the
-    width multiplier); the first block has stride ``stride``."""
+    """One elastic stage: ``max_depth`` blocks of output width ``width`` (before the width
+    multiplier); the first block has stride ``stride``. ``depth_choices`` overrides the space's
+    depth choices for this stage (OFA-ResNet50: {2,3,4} or {4,5,6}); empty = the space's."""
 
     width: int
     stride: int
     max_depth: int = 4
     act: str = "relu6"
     se: bool = False
+    depth_choices: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "depth_choices", tuple(self.depth_choices))
+        for d in self.depth_choices:
+            if not 1 <= d <= self.max_depth:
+                raise SpaceError(f"stage depth_choices entry {d} must be in 1..max_depth={self.max_depth}")
         if self.width <= 0:
             raise SpaceError(f"stage width={self.width} must be positive")
         _check_choice("stage stride", self.stride, (1, 2))
@@ -102,8 +111,19 @@ class SearchSpace:
     resolution_choices: tuple[int, ...] = (224,)
     bit_choices: tuple[int, ...] = (4, 6, 8)
     fixed_bits: int = 8  # stem, first block, head and classifier are not searched
+    # ResNet family (OFA-ResNet50): bottleneck blocks (1x1 -> kxk -> 1x1, hidden = ratio x OUTPUT
+    # width with expand_base="out"), ResNet-D stem (three 3x3 convs + max-pool, no first block),
+    # head_width=0 (no feature-mix conv). Defaults keep the MobileNet spaces.
+    block_type: str = "mbconv"
+    stem_type: str = "conv"
+    expand_base: str = "in"
 
     def __post_init__(self) -> None:
+        _check_choice("block_type", self.block_type, BLOCK_TYPES)
+        _check_choice("stem_type", self.stem_type, STEM_TYPES)
+        _check_choice("expand_base", self.expand_base, EXPAND_BASES)
+        if self.expand_base == "out" and not self.expand_ratios:
+            raise SpaceError("expand_base='out' needs expand_ratios (hidden = ratio x output width)")
         if not self.stages:
             raise SpaceError("a search space needs at least one stage")
         for k in self.kernel_choices:
@@ -189,18 +209,25 @@ class SearchSpace:
 
     @property
     def head_channels(self) -> int:
+        """Feature-mix width; 0 = no feature-mix conv (ResNet)."""
+        if self.head_width == 0:
+            return 0
         return self.scaled(self.head_width) if self.width_mult > 1.0 else self.head_width
 
     def stage_depth_choices(self, stage: int) -> tuple[int, ...]:
         """Depth choices of ``stage``, clipped to its ``max_depth`` (a 1-block stage is fixed)."""
-        m = self.stages[stage].max_depth
+        spec = self.stages[stage]
+        if spec.depth_choices:
+            return tuple(sorted(set(spec.depth_choices)))
+        m = spec.max_depth
         return tuple(sorted({min(d, m) for d in self.depth_choices}))
 
     def hidden_choices(self, block: int) -> tuple[int, ...]:
         """Allowed hidden (middle) channel counts of elastic block ``block``."""
         c_in = self.block_in_channels[block]
         if self.expand_ratios:
-            return tuple(sorted({make_divisible(c_in * r, self.divisor) for r in self.expand_ratios}))
+            base = self.block_out_channels[block] if self.expand_base == "out" else c_in
+            return tuple(sorted({make_divisible(base * r, self.divisor) for r in self.expand_ratios}))
         lo = int(round(self.expand_min * c_in))
         hi = int(round(self.expand_max * c_in))
         step = max(1, self.channel_step)
@@ -215,10 +242,15 @@ class SearchSpace:
     def stem_resolution(self, resolution: int) -> int:
         return math.ceil(resolution / self.stem_stride)
 
+    def trunk_input_resolution(self, resolution: int) -> int:
+        """Input size of the first elastic block (after the ResNet-D stem's stride-2 max-pool)."""
+        h = self.stem_resolution(resolution)
+        return math.ceil(h / 2) if self.stem_type == "resnet_d" else h
+
     def block_input_resolution(self, resolution: int) -> list[int]:
         """Spatial size (H = W) of the input of each elastic block; 'same' padding, so a
         stride-s layer maps H to ceil(H / s)."""
-        h = self.stem_resolution(resolution)
+        h = self.trunk_input_resolution(resolution)
         out = []
         for s in self.block_stride:
             out.append(h)
@@ -226,7 +258,7 @@ class SearchSpace:
         return out
 
     def final_resolution(self, resolution: int) -> int:
-        h = self.stem_resolution(resolution)
+        h = self.trunk_input_resolution(resolution)
         for s in self.block_stride:
             h = math.ceil(h / s)
         return h
@@ -310,7 +342,30 @@ def apq_mbv2_tiny(**overrides: Any) -> SearchSpace:
     return base.replace(**overrides) if overrides else base
 
 
-PRESETS = {"apq_mbv2": apq_mbv2, "ofa_mbv3": ofa_mbv3, "apq_mbv2_tiny": apq_mbv2_tiny}
+_OFA_RESNET50_STAGES = (
+    StageSpec(256, 1, max_depth=4, act="relu", depth_choices=(2, 3, 4)),
+    StageSpec(512, 2, max_depth=4, act="relu", depth_choices=(2, 3, 4)),
+    StageSpec(1024, 2, max_depth=6, act="relu", depth_choices=(4, 5, 6)),
+    StageSpec(2048, 2, max_depth=4, act="relu", depth_choices=(2, 3, 4)),
+)
+
+
+def ofa_resnet50(**overrides: Any) -> SearchSpace:
+    """The OFA-ResNet50 space (ResNet-50-D; ``ofa-predictor.md`` §1.2): depth per stage
+    (base [2,2,4,2] + {0,1,2}), bottleneck hidden width {0.2, 0.25, 0.35} x output width,
+    resolution 128..224. Not included: OFA's per-stage width multipliers {0.65, 0.8, 1.0} and the
+    skippable middle stem conv. The 3x3 conv of a bottleneck uses the ``dw_*`` bit widths."""
+    base = SearchSpace(
+        name="ofa_resnet50", stages=_OFA_RESNET50_STAGES, block_type="bottleneck", stem_type="resnet_d",
+        stem_width=64, stem_stride=2, stem_act="relu", first_block_width=64, head_width=0,
+        kernel_choices=(3,), depth_choices=(2, 3, 4), expand_ratios=(0.2, 0.25, 0.35), expand_base="out",
+        resolution_choices=tuple(range(128, 225, 4)),
+    )
+    return base.replace(**overrides) if overrides else base
+
+
+PRESETS = {"apq_mbv2": apq_mbv2, "ofa_mbv3": ofa_mbv3, "apq_mbv2_tiny": apq_mbv2_tiny,
+           "ofa_resnet50": ofa_resnet50}
 
 
 def get_space(name_or_space: "str | SearchSpace | dict", **overrides: Any) -> SearchSpace:
@@ -533,6 +588,6 @@ class ArchBatch:
 
 __all__ = [
     "BIT_FIELDS", "SpaceError", "make_divisible", "StageSpec", "SearchSpace", "apq_mbv2",
-    "ofa_mbv3", "apq_mbv2_tiny", "PRESETS", "get_space", "Architecture", "QuantPolicy",
+    "ofa_mbv3", "apq_mbv2_tiny", "ofa_resnet50", "PRESETS", "get_space", "Architecture", "QuantPolicy",
     "ArchBatch",
 ]

@@ -84,11 +84,37 @@ class StaticMBConv(nn.Module):
         return h + x if self.residual else h
 
 
-class ClassifierHead(nn.Module):
-    """MBv2 head (``feature_mix → pool → classifier``) or MBv3 head
-    (``final_expand → pool → feature_mix → classifier``)."""
+class StaticBottleneck(nn.Module):
+    """ResNet bottleneck: 1×1 → k×k (stride) → 1×1, plus the shortcut (identity, or ResNet-D
+    ``avg-pool → 1×1 conv → BN`` when the shape changes), then ReLU. Conv execution order:
+    conv1, conv2, conv3, downsample."""
 
-    def __init__(self, final_expand: ConvBNAct | None, feature_mix: ConvBNAct, head_before_pool: bool,
+    def __init__(self, conv1: ConvBNAct, conv2: ConvBNAct, conv3: ConvBNAct, downsample: ConvBNAct | None,
+                 stride: int):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = conv1, conv2, conv3
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv3(self.conv2(self.conv1(x)))
+        return torch.relu(h + shortcut(x, self.downsample, self.stride))
+
+
+def shortcut(x: torch.Tensor, downsample: nn.Module | None, stride: int) -> torch.Tensor:
+    """ResNet-D shortcut: identity, or average pooling (when strided) then ``downsample``."""
+    if downsample is None:
+        return x
+    if stride > 1:
+        x = nn.functional.avg_pool2d(x, stride, stride, ceil_mode=True, count_include_pad=False)
+    return downsample(x)
+
+
+class ClassifierHead(nn.Module):
+    """MBv2 head (``feature_mix → pool → classifier``), MBv3 head
+    (``final_expand → pool → feature_mix → classifier``) or ResNet head (``pool → classifier``)."""
+
+    def __init__(self, final_expand: ConvBNAct | None, feature_mix: ConvBNAct | None, head_before_pool: bool,
                  classifier: QuantLinear, dropout: float = 0.0):
         super().__init__()
         self.final_expand = final_expand
@@ -100,10 +126,10 @@ class ClassifierHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.final_expand is not None:
             x = self.final_expand(x)
-        if self.head_before_pool:
+        if self.head_before_pool and self.feature_mix is not None:
             x = self.feature_mix(x)
         x = x.mean(dim=(2, 3), keepdim=True)
-        if not self.head_before_pool:
+        if not self.head_before_pool and self.feature_mix is not None:
             x = self.feature_mix(x)
         return self.classifier(self.dropout(torch.flatten(x, 1)))
 
@@ -112,7 +138,7 @@ class StaticSubnet(nn.Module):
     """A fixed network: stem → first block → blocks → head. ``config`` records the
     architecture / policy it was exported with (plain dicts)."""
 
-    def __init__(self, stem: ConvBNAct, first_block: StaticMBConv, blocks: list[StaticMBConv],
+    def __init__(self, stem: nn.Module, first_block: nn.Module, blocks: list[nn.Module],
                  head: ClassifierHead, config: dict | None = None):
         super().__init__()
         self.stem = stem
@@ -125,4 +151,5 @@ class StaticSubnet(nn.Module):
         return self.head(self.blocks(self.first_block(self.stem(x))))
 
 
-__all__ = ["make_act", "signed_after", "ConvBNAct", "StaticSE", "StaticMBConv", "ClassifierHead", "StaticSubnet"]
+__all__ = ["make_act", "signed_after", "ConvBNAct", "StaticSE", "StaticMBConv", "StaticBottleneck", "shortcut",
+           "ClassifierHead", "StaticSubnet"]

@@ -30,6 +30,7 @@ from torch import nn
 
 from cimnas.models.dynamic_ops import (
     DynamicBatchNorm,
+    DynamicConv2d,
     DynamicDepthwiseConv,
     DynamicPointwiseConv,
     DynamicSE,
@@ -40,10 +41,12 @@ from cimnas.models.space import Architecture, QuantPolicy, SearchSpace, SpaceErr
 from cimnas.models.static import (
     ClassifierHead,
     ConvBNAct,
+    StaticBottleneck,
     StaticMBConv,
     StaticSE,
     StaticSubnet,
     make_act,
+    shortcut,
     signed_after,
 )
 
@@ -191,6 +194,74 @@ class DynamicMBConv(nn.Module):
             se.expand.weight.copy_(se.expand.weight[:, se_perm])
 
 
+class DynamicBottleneck(nn.Module):
+    """Elastic ResNet bottleneck (OFA-ResNet50): 1×1 (in → hidden) → k×k stride s (hidden →
+    hidden) → 1×1 (hidden → out), shortcut identity or ResNet-D avg-pool + 1×1 conv; ReLU.
+    Bits: the 1×1 convs (and the shortcut conv) use the block's ``pw_*`` bits, the k×k conv the
+    ``dw_*`` bits (it is the block's spatial conv)."""
+
+    def __init__(self, in_channels: int, out_channels: int, max_hidden: int, kernel_size: int, stride: int,
+                 act: str, per_channel: bool = True):
+        super().__init__()
+        self.in_channels, self.out_channels, self.max_hidden = in_channels, out_channels, max_hidden
+        self.stride, self.act_name = stride, act
+        signed = signed_after(act)  # the block input is the previous block's ReLU output
+        self.conv1 = DynamicPointwiseConv(in_channels, max_hidden, signed, per_channel)
+        self.bn1 = DynamicBatchNorm(max_hidden)
+        self.conv2 = DynamicConv2d(max_hidden, max_hidden, kernel_size, stride, signed, per_channel)
+        self.bn2 = DynamicBatchNorm(max_hidden)
+        self.conv3 = DynamicPointwiseConv(max_hidden, out_channels, signed, per_channel)
+        self.bn3 = DynamicBatchNorm(out_channels)
+        self.downsample = self.downsample_bn = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = DynamicPointwiseConv(in_channels, out_channels, signed, per_channel)
+            self.downsample_bn = DynamicBatchNorm(out_channels)
+        self.act = make_act(act)
+        self.active_hidden = max_hidden
+        self.active_kernel = kernel_size
+        self.active_bits: tuple[int, int, int, int] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pw_w, pw_a, dw_w, dw_a = self.active_bits or (None, None, None, None)
+        h = self.act(self.bn1(self.conv1(x, self.active_hidden, pw_w, pw_a)))
+        h = self.act(self.bn2(self.conv2(h, self.active_hidden, dw_w, dw_a)))
+        h = self.bn3(self.conv3(h, self.out_channels, pw_w, pw_a))
+        down = None
+        if self.downsample is not None:
+            down = lambda t: self.downsample_bn(self.downsample(t, self.out_channels, pw_w, pw_a))  # noqa: E731
+        return self.act(h + shortcut(x, down, self.stride))
+
+    def export(self) -> StaticBottleneck:
+        hid = self.active_hidden
+        pw_w, pw_a, dw_w, dw_a = self.active_bits or (FULL_PRECISION,) * 4
+        with torch.no_grad():
+            c1 = _static_conv(self.conv1, self.conv1.active_weight(self.in_channels, hid), 1, 1, pw_w, pw_a)
+            c2 = _static_conv(self.conv2, self.conv2.active_weight(hid, hid), self.stride, 1, dw_w, dw_a)
+            c3 = _static_conv(self.conv3, self.conv3.active_weight(hid, self.out_channels), 1, 1, pw_w, pw_a)
+            down = None
+            if self.downsample is not None:
+                d = _static_conv(self.downsample, self.downsample.active_weight(self.in_channels, self.out_channels),
+                                 1, 1, pw_w, pw_a)
+                down = ConvBNAct(d, self.downsample_bn.export(self.out_channels), None)
+        return StaticBottleneck(
+            ConvBNAct(c1, self.bn1.export(hid), make_act(self.act_name)),
+            ConvBNAct(c2, self.bn2.export(hid), make_act(self.act_name)),
+            ConvBNAct(c3, self.bn3.export(self.out_channels), None),
+            down, self.stride)
+
+    @torch.no_grad()
+    def sort_channels(self) -> None:
+        """Sort hidden channels by the L1 norm of their conv3 weights (descending)."""
+        perm = torch.argsort(self.conv3.weight.abs().sum(dim=(0, 2, 3)), descending=True)
+        self.conv1.weight.copy_(self.conv1.weight[perm])
+        self.conv2.weight.copy_(self.conv2.weight[perm][:, perm])
+        self.conv3.weight.copy_(self.conv3.weight[:, perm])
+        for bn in (self.bn1, self.bn2):
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                t = getattr(bn.bn, name)
+                t.copy_(t[perm])
+
+
 def _static_conv(src: nn.Module, weight: torch.Tensor, stride: int, groups: int, weight_bits: int,
                  input_bits: int, bias: torch.Tensor | None = None) -> QuantConv2d:
     out_ch, in_per_group, k, _ = weight.shape
@@ -218,11 +289,13 @@ def _export_fixed(module: nn.Module) -> nn.Module:
 
 
 class OFASupernet(nn.Module):
-    """Weight-sharing supernet of a MobileNet-style :class:`SearchSpace`.
+    """Weight-sharing supernet of a :class:`SearchSpace`.
 
-    Layers: stem conv (fixed), first block (fixed, depthwise + project), ``space.num_blocks``
-    elastic :class:`DynamicMBConv` blocks, head (final-expand for MBv3, feature-mix, classifier).
-    Fixed layers are quantized at ``space.fixed_bits`` whenever a policy is active.
+    MobileNet spaces: stem conv (fixed), first block (fixed, depthwise + project),
+    ``space.num_blocks`` elastic :class:`DynamicMBConv` blocks, head (final-expand for MBv3,
+    feature-mix, classifier). ResNet spaces (``block_type='bottleneck'``): ResNet-D stem,
+    elastic :class:`DynamicBottleneck` blocks, pool + classifier. Fixed layers are quantized at
+    ``space.fixed_bits`` whenever a policy is active.
     """
 
     def __init__(self, space: SearchSpace | str | dict = "apq_mbv2", kernel_transform: bool = True,
@@ -237,26 +310,51 @@ class OFASupernet(nn.Module):
         stem_ch, fb_ch = space.stem_channels, space.first_block_channels
         fb_act = space.stages[0].act
 
-        self.stem = ConvBNAct(
-            QuantConv2d(space.in_channels, stem_ch, 3, stride=space.stem_stride, input_signed=True, per_channel=pc),
-            DynamicBatchNorm(stem_ch), make_act(space.stem_act))
-        self.first_block = StaticMBConv(
-            None,
-            ConvBNAct(QuantConv2d(stem_ch, stem_ch, space.first_block_kernel, groups=stem_ch,
-                                  input_signed=signed_after(space.stem_act), per_channel=pc),
-                      DynamicBatchNorm(stem_ch), make_act(fb_act)),
-            None,
-            ConvBNAct(QuantConv2d(stem_ch, fb_ch, 1, input_signed=signed_after(fb_act), per_channel=pc),
-                      DynamicBatchNorm(fb_ch), None),
-            residual=stem_ch == fb_ch,
-        )
+        if space.stem_type == "resnet_d":
+            # ResNet-D stem: 3x3 s2 (C/2) -> 3x3 (C/2) -> 3x3 (C) -> 3x3 s2 max-pool; no first block
+            if fb_ch != stem_ch:
+                raise SpaceError(f"stem_type='resnet_d' has no first block: first_block_width must give "
+                                 f"{stem_ch} channels like the stem, got {fb_ch}")
+            half = max(1, stem_ch // 2)
+            act = space.stem_act
+            self.stem = nn.Sequential(
+                ConvBNAct(QuantConv2d(space.in_channels, half, 3, stride=space.stem_stride, input_signed=True,
+                                      per_channel=pc), DynamicBatchNorm(half), make_act(act)),
+                ConvBNAct(QuantConv2d(half, half, 3, input_signed=signed_after(act), per_channel=pc),
+                          DynamicBatchNorm(half), make_act(act)),
+                ConvBNAct(QuantConv2d(half, stem_ch, 3, input_signed=signed_after(act), per_channel=pc),
+                          DynamicBatchNorm(stem_ch), make_act(act)),
+                nn.MaxPool2d(3, 2, 1))
+            self.first_block = nn.Identity()
+        else:
+            self.stem = ConvBNAct(
+                QuantConv2d(space.in_channels, stem_ch, 3, stride=space.stem_stride, input_signed=True, per_channel=pc),
+                DynamicBatchNorm(stem_ch), make_act(space.stem_act))
+            self.first_block = StaticMBConv(
+                None,
+                ConvBNAct(QuantConv2d(stem_ch, stem_ch, space.first_block_kernel, groups=stem_ch,
+                                      input_signed=signed_after(space.stem_act), per_channel=pc),
+                          DynamicBatchNorm(stem_ch), make_act(fb_act)),
+                None,
+                ConvBNAct(QuantConv2d(stem_ch, fb_ch, 1, input_signed=signed_after(fb_act), per_channel=pc),
+                          DynamicBatchNorm(fb_ch), None),
+                residual=stem_ch == fb_ch,
+            )
+        if space.block_type == "bottleneck" and len(space.kernel_choices) != 1:
+            raise SpaceError(f"block_type='bottleneck' has a fixed kernel; kernel_choices={list(space.kernel_choices)} "
+                             "must hold one value")
         blocks = []
         for b in range(space.num_blocks):
             stage = space.stages[space.block_stage[b]]
-            blocks.append(DynamicMBConv(
-                space.block_in_channels[b], space.block_out_channels[b], space.max_hidden(b),
-                space.kernel_choices, space.block_stride[b], stage.act, stage.se, space.divisor,
-                kernel_transform, pc))
+            if space.block_type == "bottleneck":
+                blocks.append(DynamicBottleneck(
+                    space.block_in_channels[b], space.block_out_channels[b], space.max_hidden(b),
+                    space.kernel_choices[0], space.block_stride[b], stage.act, pc))
+            else:
+                blocks.append(DynamicMBConv(
+                    space.block_in_channels[b], space.block_out_channels[b], space.max_hidden(b),
+                    space.kernel_choices, space.block_stride[b], stage.act, stage.se, space.divisor,
+                    kernel_transform, pc))
         self.blocks = nn.ModuleList(blocks)
 
         head_act = space.stages[-1].act
@@ -266,15 +364,20 @@ class OFASupernet(nn.Module):
             final_expand = ConvBNAct(QuantConv2d(last, space.final_expand_channels, 1, input_signed=True, per_channel=pc),
                                      DynamicBatchNorm(space.final_expand_channels), make_act(head_act))
             mix_in, mix_signed = space.final_expand_channels, signed_after(head_act)
-        else:
-            mix_in, mix_signed = last, True
-        if space.head_before_pool:
+        else:  # MBConv blocks end linearly (signed); bottlenecks end with their ReLU
+            mix_in, mix_signed = last, space.block_type != "bottleneck" or signed_after(head_act)
+        feature_mix = None
+        if space.head_channels == 0:  # ResNet: pool -> classifier
+            cls_in, cls_signed = mix_in, mix_signed
+        elif space.head_before_pool:
             feature_mix = ConvBNAct(QuantConv2d(mix_in, space.head_channels, 1, input_signed=mix_signed, per_channel=pc),
                                     DynamicBatchNorm(space.head_channels), make_act(head_act))
+            cls_in, cls_signed = space.head_channels, signed_after(head_act)
         else:  # MBv3: after pooling, no BN, no bias (OFA)
             feature_mix = ConvBNAct(QuantConv2d(mix_in, space.head_channels, 1, input_signed=mix_signed, per_channel=pc),
                                     None, make_act(head_act))
-        classifier = QuantLinear(space.head_channels, space.num_classes, input_signed=signed_after(head_act), per_channel=pc)
+            cls_in, cls_signed = space.head_channels, signed_after(head_act)
+        classifier = QuantLinear(cls_in, space.num_classes, input_signed=cls_signed, per_channel=pc)
         self.head = ClassifierHead(final_expand, feature_mix, space.head_before_pool, classifier, dropout)
 
         self._stage_blocks: list[list[int]] = [[] for _ in space.stages]
@@ -562,7 +665,7 @@ def collect_workload(supernet: OFASupernet, arch: Architecture, policy: QuantPol
 
 
 __all__ = [
-    "PhaseSpec", "default_phases", "DynamicMBConv", "OFASupernet", "recalibrate_bn", "evaluate_accuracy",
+    "PhaseSpec", "default_phases", "DynamicMBConv", "DynamicBottleneck", "OFASupernet", "recalibrate_bn", "evaluate_accuracy",
     "fit_resolution", "save_supernet", "load_supernet", "supernet_record", "supernet_from_record",
     "collect_workload", "SUPERNET_FORMAT",
 ]
