@@ -293,16 +293,21 @@ def test_workload_from_arch_matches_per_design_construction(space):
         assert len(single.layer_dicts()) == fixed + 3 * n_active + 2 * se
 
 
-def test_workload_from_arch_matches_exported_subnet():
-    """Slot order contract: the supernet's exported module runs the same layers."""
+TINY_MBV3 = ofa_mbv3(width_mult=0.25, channel_step=2, stem_stride=1, in_channels=1, num_classes=10,
+                     resolution_choices=(32,))
+
+
+@pytest.mark.parametrize("space", [apq_mbv2_tiny(), TINY_MBV3], ids=["apq_mbv2_tiny", "ofa_mbv3_tiny"])
+def test_workload_from_arch_matches_exported_subnet(space):
+    """Slot order contract: the supernet's exported module runs the same layers (SE included)."""
     from cimnas.models.supernet import OFASupernet
 
     torch.manual_seed(0)
-    space = apq_mbv2_tiny()
     g = torch.Generator().manual_seed(8)
     arch, pol = Architecture.random(space, g), QuantPolicy.random(space, g)
     sub = OFASupernet(space).export_subnet(arch, pol)
-    from_module = workload_from_module(sub, torch.rand(1, 1, 28, 28))
+    res_px = space.resolution_choices[0]
+    from_module = workload_from_module(sub, torch.rand(1, 1, res_px, res_px))
     from_arch = workload_from_arch(space, ArchBatch.from_designs(space, [arch], [pol]))
     assert from_module.layer_dicts() == from_arch.layer_dicts()
     assert from_module.input_hist is not None and torch.allclose(from_module.input_hist.sum(-1), torch.ones(1, from_module.num_layers))

@@ -416,10 +416,10 @@ def slot_table(space: SearchSpace) -> _SlotTable:
         res_in = (lambda r, b=b: space.block_input_resolution(r)[b])
         res_out = (lambda r, b=b: math.ceil(space.block_input_resolution(r)[b] / strides[b]))
         rows.append((k["pointwise"], cin[b], 0, 1, 1, 1, b, ROLE_EXPAND, f"blocks.{b}.expand", res_in))
-        if st.se:
+        rows.append((k["depthwise"], 1, 1, 0, 0, strides[b], b, ROLE_DW, f"blocks.{b}.dw", res_out))
+        if st.se:  # MobileNetV3 order: expand -> depthwise -> SE -> project (as the supernet runs it)
             rows.append((k["pointwise"], 0, 0, 1, 1, 1, b, ROLE_SE_REDUCE, f"blocks.{b}.se_reduce", lambda r: 1))
             rows.append((k["pointwise"], 0, 0, 1, 1, 1, b, ROLE_SE_EXPAND, f"blocks.{b}.se_expand", lambda r: 1))
-        rows.append((k["depthwise"], 1, 1, 0, 0, strides[b], b, ROLE_DW, f"blocks.{b}.dw", res_out))
         rows.append((k["pointwise"], 0, cout[b], 1, 1, 1, b, ROLE_PROJECT, f"blocks.{b}.project", res_out))
     last = space.last_channels
     final = lambda r: space.final_resolution(r)  # noqa: E731
