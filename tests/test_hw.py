@@ -418,3 +418,24 @@ def test_readable_mapping_matches_the_inlined_one():
     assert torch.equal(mp.cycles, res.layers["cycles"])
     assert torch.equal(mp.fits, res.layers["fits"])
     assert torch.equal(mp.copies.expand_as(res.layers["copies"]), res.layers["copies"])
+
+
+def test_per_row_histograms_and_explicit_averages():
+    layers = [dict(kind="pointwise", C=32, M=32, P=14, Q=14), dict(kind="depthwise", C=1, M=1, R=3, S=3, P=14, Q=14, G=32)]
+    rows = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        hist = [dict(layer, input_hist=torch.rand(31, generator=g).tolist(), weight_hist=torch.rand(31, generator=g).tolist())
+                for layer in layers]
+        rows.append(Workload.from_layers(hist))
+    stacked = Workload(**{f: (torch.cat([getattr(r, f) for r in rows]) if isinstance(getattr(rows[0], f), torch.Tensor) else None)
+                          for f in Workload.__dataclass_fields__})
+    hw = _random_hw(3, seed=12)
+    together = evaluate(stacked, hw, chunk_rows=2)
+    for i in range(3):
+        alone = evaluate(rows[i], hw[i])
+        assert abs(float(together.energy_j[i]) / float(alone.energy_j[0]) - 1) < 1e-5
+    # explicit slice averages override the histograms
+    fixed = Workload.from_layers([dict(layers[0], average_input_value=0.0, average_weight_value=0.5)])
+    res = evaluate(fixed, HardwareBatch.from_params([HardwareParams()]))
+    assert float(res.energy_by_component_j["cim_unit"][0]) == 0.0
