@@ -34,16 +34,29 @@ def layer_bit_widths(net: nn.Module) -> list[tuple[str, int, int]]:
             if isinstance(m, (QuantConv2d, QuantLinear))]
 
 
+def _block_convs(block: nn.Module) -> tuple[list[QuantConv2d], QuantConv2d]:
+    """(pointwise convs, spatial conv) of a static MBConv or bottleneck block."""
+    if hasattr(block, "depthwise"):  # StaticMBConv: expand (optional) / depthwise / project
+        return [c.conv for c in (block.expand, block.project) if c is not None], block.depthwise.conv
+    if hasattr(block, "conv2"):  # StaticBottleneck: 1x1 / kxk / 1x1 (+ 1x1 shortcut conv)
+        pointwise = [block.conv1.conv, block.conv3.conv]
+        if block.downsample is not None:
+            pointwise.append(block.downsample.conv)
+        return pointwise, block.conv2.conv
+    raise TypeError(f"unknown static block type {type(block).__name__}")
+
+
 def block_bit_widths(net: StaticSubnet) -> list[tuple[int, int, int, int]]:
     """Per elastic block of a static subnet: ``(pw_w, pw_a, dw_w, dw_a)`` read from its layers
-    (expand and project must agree on the pointwise bits)."""
+    (the 1x1 convs of a block must agree on the pointwise bits; the spatial conv gives ``dw_*``)."""
     out = []
     for i, block in enumerate(net.blocks):
-        pw = {(c.conv.weight_bits, c.conv.input_bits) for c in (block.expand, block.project) if c is not None}
+        pointwise, spatial = _block_convs(block)
+        pw = {(c.weight_bits, c.input_bits) for c in pointwise}
         if len(pw) != 1:
-            raise ValueError(f"block {i}: expand and project convs have different bit widths {sorted(pw)}")
+            raise ValueError(f"block {i}: its 1x1 convs have different bit widths {sorted(pw)}")
         (pw_w, pw_a), = pw
-        out.append((pw_w, pw_a, block.depthwise.conv.weight_bits, block.depthwise.conv.input_bits))
+        out.append((pw_w, pw_a, spatial.weight_bits, spatial.input_bits))
     return out
 
 
