@@ -297,7 +297,14 @@ TINY_MBV3 = ofa_mbv3(width_mult=0.25, channel_step=2, stem_stride=1, in_channels
                      resolution_choices=(32,))
 
 
-@pytest.mark.parametrize("space", [apq_mbv2_tiny(), TINY_MBV3], ids=["apq_mbv2_tiny", "ofa_mbv3_tiny"])
+def _tiny_resnet():
+    from cimnas.models.space import ofa_resnet50
+
+    return ofa_resnet50(width_mult=0.25, in_channels=1, num_classes=10, resolution_choices=(32,))
+
+
+@pytest.mark.parametrize("space", [apq_mbv2_tiny(), TINY_MBV3, _tiny_resnet()],
+                         ids=["apq_mbv2_tiny", "ofa_mbv3_tiny", "ofa_resnet50_tiny"])
 def test_workload_from_arch_matches_exported_subnet(space):
     """Slot order contract: the supernet's exported module runs the same layers (SE included)."""
     from cimnas.models.supernet import OFASupernet

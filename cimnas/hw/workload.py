@@ -394,27 +394,42 @@ class _SlotTable:
 
 
 _SLOT_CACHE: dict[Any, _SlotTable] = {}
-ROLE_FIXED, ROLE_EXPAND, ROLE_SE_REDUCE, ROLE_SE_EXPAND, ROLE_DW, ROLE_PROJECT = range(6)
+ROLE_FIXED, ROLE_EXPAND, ROLE_SE_REDUCE, ROLE_SE_EXPAND, ROLE_DW, ROLE_PROJECT, ROLE_MID, ROLE_SHORTCUT = range(8)
 
 
 def slot_table(space: SearchSpace) -> _SlotTable:
-    """Layer slots of a MobileNet space in execution order (see module docstring)."""
+    """Layer slots of a space in execution order: MobileNet (stem, first block, MBConv blocks,
+    head) or ResNet-D (three stem convs, bottlenecks conv1/conv2/conv3[/downsample], classifier)."""
     if space in _SLOT_CACHE:
         return _SLOT_CACHE[space]
     k = {name: i for i, name in enumerate(LAYER_KINDS)}
     rows: list[tuple] = []  # (kind, C, M, R, G, stride, block, role, name, res_fn)
     stem = space.stem_channels
-    rows.append((k["conv"], space.in_channels, stem, 3, 1, space.stem_stride, -1, ROLE_FIXED, "stem",
-                 lambda r: space.stem_resolution(r)))
-    rows.append((k["depthwise"], 1, 1, space.first_block_kernel, stem, 1, -1, ROLE_FIXED, "first.dw",
-                 lambda r: space.stem_resolution(r)))
-    rows.append((k["pointwise"], stem, space.first_block_channels, 1, 1, 1, -1, ROLE_FIXED, "first.project",
-                 lambda r: space.stem_resolution(r)))
+    stem_res = lambda r: space.stem_resolution(r)  # noqa: E731
+    if getattr(space, "stem_type", "conv") == "resnet_d":
+        half = max(1, stem // 2)
+        rows.append((k["conv"], space.in_channels, half, 3, 1, space.stem_stride, -1, ROLE_FIXED, "stem", stem_res))
+        rows.append((k["conv"], half, half, 3, 1, 1, -1, ROLE_FIXED, "stem.conv2", stem_res))
+        rows.append((k["conv"], half, stem, 3, 1, 1, -1, ROLE_FIXED, "stem.conv3", stem_res))
+    else:
+        rows.append((k["conv"], space.in_channels, stem, 3, 1, space.stem_stride, -1, ROLE_FIXED, "stem", stem_res))
+        rows.append((k["depthwise"], 1, 1, space.first_block_kernel, stem, 1, -1, ROLE_FIXED, "first.dw", stem_res))
+        rows.append((k["pointwise"], stem, space.first_block_channels, 1, 1, 1, -1, ROLE_FIXED, "first.project",
+                     stem_res))
     cin, cout, strides = space.block_in_channels, space.block_out_channels, space.block_stride
+    bottleneck = getattr(space, "block_type", "mbconv") == "bottleneck"
     for b in range(space.num_blocks):
         st = space.stages[space.block_stage[b]]
         res_in = (lambda r, b=b: space.block_input_resolution(r)[b])
         res_out = (lambda r, b=b: math.ceil(space.block_input_resolution(r)[b] / strides[b]))
+        if bottleneck:  # conv1 1x1 -> conv2 kxk (stride) -> conv3 1x1 [-> downsample 1x1 on the shortcut]
+            kind2 = k["pointwise"] if space.kernel_choices[0] == 1 else k["conv"]
+            rows.append((k["pointwise"], cin[b], 0, 1, 1, 1, b, ROLE_EXPAND, f"blocks.{b}.conv1", res_in))
+            rows.append((kind2, 0, 0, 0, 1, strides[b], b, ROLE_MID, f"blocks.{b}.conv2", res_out))
+            rows.append((k["pointwise"], 0, cout[b], 1, 1, 1, b, ROLE_PROJECT, f"blocks.{b}.conv3", res_out))
+            if strides[b] != 1 or cin[b] != cout[b]:
+                rows.append((k["pointwise"], cin[b], cout[b], 1, 1, 1, b, ROLE_SHORTCUT, f"blocks.{b}.downsample", res_out))
+            continue
         rows.append((k["pointwise"], cin[b], 0, 1, 1, 1, b, ROLE_EXPAND, f"blocks.{b}.expand", res_in))
         rows.append((k["depthwise"], 1, 1, 0, 0, strides[b], b, ROLE_DW, f"blocks.{b}.dw", res_out))
         if st.se:  # MobileNetV3 order: expand -> depthwise -> SE -> project (as the supernet runs it)
@@ -426,9 +441,11 @@ def slot_table(space: SearchSpace) -> _SlotTable:
     if space.final_expand_channels is not None:
         rows.append((k["pointwise"], last, space.final_expand_channels, 1, 1, 1, -1, ROLE_FIXED, "final_expand", final))
         last = space.final_expand_channels
-    rows.append((k["pointwise"], last, space.head_channels, 1, 1, 1, -1, ROLE_FIXED, "feature_mix",
-                 final if space.head_before_pool else (lambda r: 1)))
-    rows.append((k["linear"], space.head_channels, space.num_classes, 1, 1, 1, -1, ROLE_FIXED, "classifier", lambda r: 1))
+    if space.head_channels:
+        rows.append((k["pointwise"], last, space.head_channels, 1, 1, 1, -1, ROLE_FIXED, "feature_mix",
+                     final if space.head_before_pool else (lambda r: 1)))
+        last = space.head_channels
+    rows.append((k["linear"], last, space.num_classes, 1, 1, 1, -1, ROLE_FIXED, "classifier", lambda r: 1))
     res = list(space.resolution_choices)
     t = lambda i: torch.tensor([r[i] for r in rows], dtype=torch.long)  # noqa: E731
     max_hidden = max(space.max_hidden(b) for b in range(space.num_blocks))
@@ -438,6 +455,8 @@ def slot_table(space: SearchSpace) -> _SlotTable:
     def typical_role(name: str) -> str:
         if name == "stem":
             return "stem"
+        if bottleneck or name.startswith("stem."):  # ResNet layers all read post-ReLU activations
+            return "project"
         if name.endswith(".dw"):
             return "depthwise"
         if name.endswith("project") or name == "classifier":
@@ -479,20 +498,20 @@ def workload_from_arch(space: SearchSpace, arch: ArchBatch, *,
         out = static.to(dev).unsqueeze(0).expand(B, L)
         for name, value in by_role.items():
             r = {"expand": ROLE_EXPAND, "se_reduce": ROLE_SE_REDUCE, "se_expand": ROLE_SE_EXPAND,
-                 "dw": ROLE_DW, "project": ROLE_PROJECT}[name]
+                 "dw": ROLE_DW, "project": ROLE_PROJECT, "mid": ROLE_MID}[name]
             out = torch.where(role == r, value, out)
         return out
 
-    C = pick(table.C, se_reduce=hidden, se_expand=se, project=hidden)
-    M = pick(table.M, expand=hidden, se_reduce=se, se_expand=hidden)
-    R = pick(table.R, dw=kernel)
+    C = pick(table.C, se_reduce=hidden, se_expand=se, project=hidden, mid=hidden)
+    M = pick(table.M, expand=hidden, se_reduce=se, se_expand=hidden, mid=hidden)
+    R = pick(table.R, dw=kernel, mid=kernel)
     G = pick(table.G, dw=hidden)
     res_index = torch.searchsorted(table.resolutions.to(dev), arch.resolution.contiguous())
     P = table.P_by_res.to(dev)[res_index.clamp(max=len(table.resolutions) - 1)]
     active = arch.active_blocks(space)
     mask = torch.where(block.unsqueeze(0) < 0, torch.ones_like(P, dtype=torch.bool), active.gather(1, blk))
     bits = arch.bits  # [B, NB, 4] pw_w, pw_a, dw_w, dw_a
-    is_dw = (role == ROLE_DW).unsqueeze(0)
+    is_dw = ((role == ROLE_DW) | (role == ROLE_MID)).unsqueeze(0)  # the block's spatial conv uses dw_* bits
     w_bits = torch.where(is_dw, bits[:, :, 2].gather(1, blk), bits[:, :, 0].gather(1, blk))
     a_bits = torch.where(is_dw, bits[:, :, 3].gather(1, blk), bits[:, :, 1].gather(1, blk))
     fixed = (block < 0).unsqueeze(0)
