@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--predictor", default=DEFAULT_PREDICTOR)
     ap.add_argument("--value-stats", default=DEFAULT_VALUE_STATS)
     ap.add_argument("--eval-batch", type=int, default=100_000)
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (search.py's default: 1)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -63,7 +63,7 @@ def main() -> None:
         note += " (no value statistics: cost model's typical histograms)"
 
     config = SearchConfig(
-        predictor=predictor, value_stats=value_stats, device=args.device,
+        predictor=predictor, value_stats=value_stats, device=args.device, threads=args.threads,
         ga=GAConfig(popsize=args.popsize, generations=args.generations, seed=1),
         output=OutputConfig(dir=str(Path(tmp.name) / "out"), progress=False, plots=True),
         wandb=WandbConfig(mode="disabled"),

@@ -669,6 +669,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 def run_search(config: SearchConfig, accuracy: Any | None = None) -> dict[str, Any]:
     """Run the job described by ``config``; returns its summary (also written to summary.json)."""
     torch.manual_seed(int(config.ga.seed))
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
     setup = build_setup(config, accuracy)
     out_dir = Path(config.output.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
