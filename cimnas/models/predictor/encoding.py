@@ -94,6 +94,21 @@ class ArchEncoder:
         for s in range(space.num_stages):
             for d in space.stage_depth_choices(s):
                 self._depth_allowed[s, d] = True
+        # Flat per-(block[, field]) tables for the fast path: column = table[value + row_offset].
+        k_span, h_span, b_span = max(self.kernel_choices) + 1, max_hidden + 1, max(self.bit_choices) + 1
+        self._kernel_flat = torch.full((nb * k_span,), -1, dtype=torch.long)
+        self._quant_flat = torch.full((nb * len(BIT_FIELDS) * b_span,), -1, dtype=torch.long)
+        for b in range(nb):
+            for pos, k in enumerate(self.kernel_choices):
+                self._kernel_flat[b * k_span + k] = b * n_k + pos
+            for f in range(len(BIT_FIELDS)):
+                for pos, v in enumerate(self.bit_choices):
+                    self._quant_flat[(b * len(BIT_FIELDS) + f) * b_span + v] = int(self._quant_offsets[b, f]) + pos
+        self._hidden_flat = self._hidden_table.flatten()
+        self._kernel_row = (torch.arange(nb) * k_span).view(1, nb)
+        self._hidden_row = (torch.arange(nb) * h_span).view(1, nb)
+        self._quant_row = (torch.arange(nb * len(BIT_FIELDS)) * b_span).view(1, nb, len(BIT_FIELDS))
+        self._spans = (k_span, h_span, b_span)
         self._device_cache: dict[torch.device, dict[str, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -103,7 +118,8 @@ class ArchEncoder:
                 name: getattr(self, "_" + name).to(device)
                 for name in ("kernel_table", "bits_table", "resolution_table", "hidden_table",
                              "kernel_offsets", "quant_offsets", "block_stage", "block_pos",
-                             "depth_allowed", "hidden_offsets")
+                             "depth_allowed", "hidden_offsets", "kernel_flat", "quant_flat",
+                             "hidden_flat", "kernel_row", "hidden_row", "quant_row")
             }
         return self._device_cache[device]
 
@@ -137,8 +153,44 @@ class ArchEncoder:
 
     def indices(self, batch: ArchBatch, validate: bool = True) -> EncodedIndices:
         """Index form of ``batch`` (see :class:`EncodedIndices`); values of inactive blocks are
-        ignored, values of active blocks are checked against the space when ``validate``."""
+        ignored, values of active blocks are checked against the space when ``validate``.
+
+        Fast path: a few flat-table gathers and one host sync; only a batch holding a value
+        outside its choice list takes the careful path (which raises for active blocks)."""
         self._check_shapes(batch)
+        t = self._tables(batch.device)
+        k_span, h_span, b_span = self._spans
+        ranges_ok = torch.stack([
+            batch.kernels.min() >= 0, batch.kernels.max() < k_span,
+            batch.hidden.min() >= 0, batch.hidden.max() < h_span,
+            batch.bits.min() >= 0, batch.bits.max() < b_span,
+            batch.depths.min() >= 0, batch.depths.max() < t["depth_allowed"].shape[1],
+        ]).all()
+        if bool(ranges_ok):
+            kernel_col = t["kernel_flat"][batch.kernels + t["kernel_row"]]
+            hidden_col = t["hidden_flat"][batch.hidden + t["hidden_row"]]
+            quant_col = t["quant_flat"][batch.bits + t["quant_row"]]
+            stage_ids = torch.arange(self.space.num_stages, device=batch.device)
+            depth_ok = t["depth_allowed"][stage_ids, batch.depths]
+            values_ok = torch.stack([kernel_col.min() >= 0, hidden_col.min() >= 0, quant_col.min() >= 0,
+                                     depth_ok.all()]).all()
+            if bool(values_ok):
+                active = t["block_pos"].unsqueeze(0) < batch.depths[:, t["block_stage"]]
+                weight = active.to(torch.float32)
+                arch_index, arch_weight = [kernel_col, hidden_col], [weight, weight]
+                if self.resolution_dim:
+                    res_col = self._lookup(t["resolution_table"], batch.resolution)
+                    if validate and bool((res_col < 0).any()):
+                        return self._indices_careful(batch, validate)
+                    arch_index.append(res_col.clamp(min=self.kernel_dim + self.hidden_dim).unsqueeze(1))
+                    arch_weight.append(torch.ones(batch.batch_size, 1, device=batch.device))
+                # quant slots in [block, field] order: a sum over slots does not care
+                quant_weight = weight.unsqueeze(-1).expand(-1, -1, len(BIT_FIELDS))
+                return EncodedIndices(torch.cat(arch_index, 1), torch.cat(arch_weight, 1),
+                                      quant_col.flatten(1), quant_weight.flatten(1))
+        return self._indices_careful(batch, validate)
+
+    def _indices_careful(self, batch: ArchBatch, validate: bool) -> EncodedIndices:
         t = self._tables(batch.device)
         bsz, nb = batch.batch_size, self.num_blocks
         stage_rows = torch.arange(self.space.num_stages, device=batch.device).expand(bsz, -1)

@@ -57,17 +57,28 @@ class AccuracyMLP(nn.Module):
             h = h + self.quantize_fc(features[:, self.arch_dim:])
         return self._tail(h)
 
-    def forward_indices(self, idx: EncodedIndices) -> torch.Tensor:
+    def forward_indices(self, idx: EncodedIndices, chunk_size: int = 8192) -> torch.Tensor:
         """Same result as :meth:`forward` on the dense one-hot vector, but the first layer is an
-        ``embedding_bag`` sum over the (at most 6 NB) hot columns instead of a dense matmul."""
+        ``embedding_bag`` sum over the (at most 6 NB) hot columns instead of a dense matmul.
+        In-place activations over row chunks keep the [chunk, 400] activations in cache.
+        Inference only (in-place ops): call under ``torch.no_grad()``."""
         first = self.layers[0][0]
-        h = F.embedding_bag(idx.arch_index, first.weight.t(), per_sample_weights=idx.arch_weight,
-                            mode="sum") + first.bias
-        h = torch.relu(h)
-        if self.quantize_fc is not None:
-            h = h + F.embedding_bag(idx.quant_index, self.quantize_fc.weight.t(),
-                                    per_sample_weights=idx.quant_weight, mode="sum") + self.quantize_fc.bias
-        return self._tail(h)
+        # embedding_bag wants rows = input columns, contiguous (a strided view is ~10x slower)
+        arch_table = first.weight.t().contiguous()
+        quant_table = self.quantize_fc.weight.t().contiguous() if self.quantize_fc is not None else None
+        out = []
+        for start in range(0, idx.arch_index.shape[0], chunk_size):  # cache-sized row chunks
+            rows = slice(start, start + chunk_size)
+            h = F.embedding_bag(idx.arch_index[rows], arch_table, per_sample_weights=idx.arch_weight[rows],
+                                mode="sum").add_(first.bias).relu_()
+            if quant_table is not None:
+                h += F.embedding_bag(idx.quant_index[rows], quant_table,
+                                     per_sample_weights=idx.quant_weight[rows], mode="sum")
+                h += self.quantize_fc.bias
+            for layer in self.layers[1:]:
+                h = torch.addmm(layer[0].bias, h, layer[0].weight.t()).relu_()
+            out.append(torch.addmm(self.regressor.bias, h, self.regressor.weight.t()).squeeze(-1))
+        return torch.cat(out)
 
     def init_output_bias(self, mean_accuracy: float) -> None:
         """Start from "predict the mean" (OFA/APQ: stabilises training)."""

@@ -120,9 +120,8 @@ class PredictorModule(L.LightningModule):
 
     # ------------------------------------------------------------------ end of fit
     def run_folder(self) -> Path:
-        trainer = self.trainer
-        folder = trainer.log_dir if trainer.log_dir is not None else trainer.default_root_dir
-        return Path(folder)
+        """The run folder: the trainer's ``default_root_dir`` (one per config)."""
+        return Path(self.trainer.default_root_dir)
 
     def on_fit_end(self) -> None:
         if not self.trainer.is_global_zero:
@@ -135,6 +134,9 @@ class PredictorModule(L.LightningModule):
             self.last_report = write_report(pred, target, self.run_folder(), self.trainer.loggers,
                                             title=f"{'quantization-aware' if self.hparams.quantized else 'full-precision'} "
                                                   f"predictor, {len(target)} held-out configs")
+            from cimnas.tracking import write_metrics_file
+
+            write_metrics_file({f"held_out_{k}": v for k, v in self.last_report["metrics"].items()})
         if self.hparams.export_path:
             self.model.meta = {"hparams": {k: v for k, v in self.hparams.items()},
                                "report": self.last_report}

@@ -1,0 +1,359 @@
+"""Accuracy predictor: APQ-layout encoding, APQ state dict, query API, transfer, resumable
+measurement, and learning a synthetic monotone target."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from cimnas.models.predictor import AccuracyMLP, AccuracyPredictor, ArchEncoder, PredictorDataModule, PredictorModule
+from cimnas.models.predictor.measure import measure_shard, merge_shards, sample_design, shard_path
+from cimnas.models.predictor.records import design_key, read_records, records_to_batch, write_records_atomic
+from cimnas.models.space import BIT_FIELDS, Architecture, ArchBatch, QuantPolicy, SpaceError, get_space
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small matmuls on a shared 2-core box: one thread avoids OpenMP oversubscription stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+APQ_E_CHOICES = [5, 7, 7, 7, 7, 11, 11, 11, 11, 21, 21, 21, 21, 25, 25, 25, 25, 49, 49, 49, 49]
+
+
+def random_designs(space, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    designs = [(Architecture.random(space, g), QuantPolicy.random(space, g)) for _ in range(n)]
+    return designs, ArchBatch.from_designs(space, [a for a, _ in designs], [q for _, q in designs])
+
+
+def apq_reference_features(arch: Architecture, policy: QuantPolicy) -> torch.Tensor:
+    """APQ ``Converter.spec2feature`` semantics for the 21-block MBv2 space, one design at a
+    time: kernels (21 x 3) | expand one-hots (per block 4*C_in..6*C_in step 8) | 4 bit fields
+    field-major (21 x 3 each); inactive blocks all zero."""
+    c_in = [16] + [24] * 4 + [40] * 4 + [80] * 4 + [96] * 4 + [192] * 4
+    x = torch.zeros(772)
+    col = 63
+    for i in range(21):
+        choices = list(range(4 * c_in[i], 6 * c_in[i] + 1, 8))
+        active = i % 4 < arch.depths[i // 4]
+        if active:
+            x[3 * i + [3, 5, 7].index(arch.kernels[i])] = 1
+            x[col + choices.index(arch.hidden[i])] = 1
+        col += len(choices)
+    assert col == 520
+    for f, name in enumerate(BIT_FIELDS):
+        for i in range(21):
+            if i % 4 < arch.depths[i // 4]:
+                x[520 + f * 63 + 3 * i + [4, 6, 8].index(getattr(policy, name)[i])] = 1
+    return x
+
+
+# ---------------------------------------------------------------------- encoding
+
+
+def test_apq_mbv2_encoding_is_apqs_772_dim_layout():
+    space = get_space("apq_mbv2")
+    enc = ArchEncoder(space)
+    assert (enc.kernel_dim, enc.hidden_dim, enc.arch_dim, enc.quant_dim, enc.dim) == (63, 457, 520, 252, 772)
+    assert [len(h) for h in enc.hidden_choices] == APQ_E_CHOICES
+    designs, batch = random_designs(space, 40, seed=1)
+    features = enc.encode(batch)
+    expected = torch.stack([apq_reference_features(a, q) for a, q in designs])
+    assert torch.equal(features, expected)
+    # one kernel, one hidden one-hot per active block, four bit one-hots per active block
+    active = batch.active_blocks(space).sum(1).float()
+    assert torch.equal(features[:, :520].sum(1), 2 * active)
+    assert torch.equal(features[:, 520:].sum(1), 4 * active)
+    assert torch.equal(enc.encode(batch, quantized=False), expected[:, :520])
+
+
+def test_inactive_blocks_are_zero_and_their_genes_ignored():
+    space = get_space("apq_mbv2_tiny")
+    enc = ArchEncoder(space)
+    arch = Architecture.largest(space)
+    arch.depths = [2, 4, 3, 2, 4, 1]
+    policy = QuantPolicy.uniform(space, 8)
+    x = enc.encode(ArchBatch.from_designs(space, [arch], [policy]))[0]
+    # change every gene of the inactive blocks: the encoding must not move
+    inactive = [b for b, a in enumerate(arch.active_blocks(space)) if not a]
+    assert inactive == [2, 3, 11, 14, 15]
+    arch2 = Architecture.from_dict(arch.to_dict())
+    policy2 = QuantPolicy.from_dict(policy.to_dict())
+    for b in inactive:
+        arch2.kernels[b] = 3
+        arch2.hidden[b] = min(space.hidden_choices(b))
+        for name in BIT_FIELDS:
+            getattr(policy2, name)[b] = 4
+    x2 = enc.encode(ArchBatch.from_designs(space, [arch2], [policy2]))[0]
+    assert torch.equal(x, x2)
+    for b in inactive:
+        assert x[3 * b: 3 * b + 3].sum() == 0
+        lo = enc.hidden_offsets[b]
+        assert x[lo: lo + len(enc.hidden_choices[b])].sum() == 0
+        for f in range(4):
+            q = enc.arch_dim + f * enc.num_blocks * 3 + 3 * b
+            assert x[q: q + 3].sum() == 0
+
+
+def test_decode_round_trip_and_multi_resolution_space():
+    for name in ("apq_mbv2_tiny", "ofa_mbv3"):
+        space = get_space(name)
+        enc = ArchEncoder(space)
+        _, batch = random_designs(space, 25, seed=2)
+        x = enc.encode(batch)
+        assert torch.equal(enc.encode(enc.decode(x)), x)
+    enc = ArchEncoder("ofa_mbv3")  # 20 x (3 + 3) + 25 resolutions = OFA's 145-dim arch part
+    assert (enc.arch_dim, enc.quant_dim) == (145, 240)
+
+
+def test_invalid_active_value_names_field_and_allowed_values():
+    space = get_space("apq_mbv2_tiny")
+    _, batch = random_designs(space, 4, seed=3)
+    batch.depths[2, 0] = 4
+    batch.hidden[2, 1] = 7  # block 1 is active (depth 4): 7 is not a hidden choice
+    with pytest.raises(SpaceError, match=r"hidden\[1\]=7 .*allowed values: \[24, 26"):
+        ArchEncoder(space).encode(batch)
+    batch.hidden[2, 1] = 24
+    batch.bits[1, 0, 3] = 5
+    batch.depths[1, 0] = 4
+    with pytest.raises(SpaceError, match=r"dw_a_bits\[0\]=5 .*allowed values: \[4, 6, 8\]"):
+        ArchEncoder(space).encode(batch)
+    # an off-grid value in an inactive block is ignored (redundant genome genes)
+    batch.bits[1, 0, 3] = 8
+    batch.depths[0, 0] = 2
+    batch.kernels[0, 3] = 4
+    x = ArchEncoder(space).encode(batch)
+    assert x[0, 9:12].sum() == 0
+
+
+# ---------------------------------------------------------------------- model / query API
+
+
+def synthetic_apq_state_dict(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g) * 0.05  # noqa: E731
+    return {
+        "layers.0.0.weight": r(400, 520), "layers.0.0.bias": r(400),
+        "layers.1.0.weight": r(400, 400), "layers.1.0.bias": r(400),
+        "layers.2.0.weight": r(400, 400), "layers.2.0.bias": r(400),
+        "quantize_fc.weight": r(400, 252), "quantize_fc.bias": r(400),
+        "regressor.weight": r(1, 400), "regressor.bias": torch.tensor([0.87]),
+    }
+
+
+def test_apq_state_dict_loads_and_predicts(tmp_path):
+    sd = synthetic_apq_state_dict()
+    path = tmp_path / "acc_quant.pt"
+    torch.save(sd, path)
+    predictor = AccuracyPredictor.from_checkpoint(path)
+    assert predictor.space.name == "apq_mbv2" and predictor.quantized
+    designs, batch = random_designs(predictor.space, 16, seed=4)
+    pred = predictor.predict(batch)
+    # APQ's forward written out on the reference features
+    x = torch.stack([apq_reference_features(a, q) for a, q in designs])
+    h = torch.relu(x[:, :520] @ sd["layers.0.0.weight"].T + sd["layers.0.0.bias"])
+    h = h + x[:, 520:] @ sd["quantize_fc.weight"].T + sd["quantize_fc.bias"]
+    for i in (1, 2):
+        h = torch.relu(h @ sd[f"layers.{i}.0.weight"].T + sd[f"layers.{i}.0.bias"])
+    expected = (h @ sd["regressor.weight"].T + sd["regressor.bias"]).squeeze(-1)
+    assert pred.shape == (16,)
+    torch.testing.assert_close(pred, expected, rtol=1e-5, atol=1e-5)
+    # our checkpoint format round-trips the same predictions
+    predictor.save(tmp_path / "ours.pt")
+    again = AccuracyPredictor.from_checkpoint(tmp_path / "ours.pt")
+    torch.testing.assert_close(again.predict(batch), pred)
+    with pytest.raises(ValueError, match="unknown predictor checkpoint"):
+        torch.save({"foo": torch.zeros(1)}, tmp_path / "bad.pt")
+        AccuracyPredictor.from_checkpoint(tmp_path / "bad.pt")
+
+
+def test_index_form_equals_dense_forward():
+    space = get_space("apq_mbv2_tiny")
+    torch.manual_seed(0)
+    predictor = AccuracyPredictor(space).eval()
+    _, batch = random_designs(space, 50, seed=5)
+    with torch.no_grad():
+        dense = predictor(predictor.encode(batch))
+        sparse = predictor.mlp.forward_indices(predictor.encoder.indices(batch), chunk_size=16)
+    torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_predict_cpu_equals_cuda(tmp_path):
+    space = get_space("apq_mbv2")
+    torch.manual_seed(0)
+    AccuracyPredictor(space).save(tmp_path / "p.pt")
+    _, batch = random_designs(space, 64, seed=6)
+    cpu = AccuracyPredictor.from_checkpoint(tmp_path / "p.pt", "cpu").predict(batch)
+    cuda_pred = AccuracyPredictor.from_checkpoint(tmp_path / "p.pt", "cuda").predict(batch.to("cuda"))
+    assert cuda_pred.device.type == "cuda"
+    torch.testing.assert_close(cuda_pred.cpu(), cpu, rtol=1e-4, atol=1e-5)
+
+
+def test_transfer_starts_at_the_full_precision_predictor(tmp_path):
+    space = get_space("apq_mbv2_tiny")
+    torch.manual_seed(1)
+    fp = AccuracyPredictor(space, quantized=False)
+    fp.save(tmp_path / "fp.pt")
+    module = PredictorModule(space=space.name, quantized=True, transfer_from=str(tmp_path / "fp.pt"))
+    _, batch = random_designs(space, 20, seed=7)
+    torch.testing.assert_close(module.model.predict(batch), fp.predict(batch))
+    default_init = PredictorModule(space=space.name, transfer_from=str(tmp_path / "fp.pt"),
+                                   quant_branch_init="default")
+    assert not torch.allclose(default_init.model.predict(batch), fp.predict(batch))
+    with pytest.raises(ValueError, match="quant_branch_init='x'.*allowed values"):
+        PredictorModule(quant_branch_init="x")
+
+
+# ---------------------------------------------------------------------- measurement
+
+
+def fake_accuracy(space, arch, policy):
+    active = arch.active_blocks(space)
+    s = sum(arch.hidden[b] / space.max_hidden(b) + arch.kernels[b] / 7 for b in range(space.num_blocks) if active[b])
+    if policy is not None:
+        s += sum(sum(policy.block_bits(b)) / 8 for b in range(space.num_blocks) if active[b])
+    return 0.5 + 0.005 * s
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+def test_interrupted_measurement_resumes_without_loss_or_duplicates(tmp_path):
+    space = get_space("apq_mbv2_tiny")
+    out = tmp_path / "records.jsonl"
+    calls = []
+
+    def evaluate(arch, policy, stop_after=None):
+        if stop_after is not None and len(calls) >= stop_after:
+            raise Interrupt
+        calls.append(design_key(arch, policy))
+        return fake_accuracy(space, arch, policy)
+
+    with pytest.raises(Interrupt):
+        measure_shard(lambda a, q: evaluate(a, q, stop_after=7), space, out, 20, seed=3, log=None)
+    first = out.read_text()
+    assert len(read_records(out)) == 7
+    with open(out, "a") as f:  # a write cut in the middle of a line
+        f.write('{"index": 7, "key": "trunc')
+    n_before = len(calls)
+    written = measure_shard(lambda a, q: evaluate(a, q), space, out, 20, seed=3, log=None)
+    assert written == 13 and len(calls) - n_before == 13  # only the missing ones were measured
+    records = read_records(out)
+    assert out.read_text().startswith(first)  # earlier records untouched
+    assert sorted(r["index"] for r in records) == list(range(20))
+    assert len({r["key"] for r in records}) == 20
+    assert measure_shard(evaluate, space, out, 20, seed=3, log=None) == 0  # complete: nothing to do
+    for r in records:
+        arch, policy = sample_design(space, 3, r["index"], True)
+        assert r["key"] == design_key(arch, policy)
+        assert r["accuracy"] == pytest.approx(fake_accuracy(space, arch, policy))
+    with pytest.raises(ValueError, match="another design"):
+        measure_shard(evaluate, space, out, 20, seed=4, log=None)
+
+
+def test_rank_shards_merge_to_the_single_process_file(tmp_path):
+    space = get_space("apq_mbv2_tiny")
+    evaluate = lambda a, q: fake_accuracy(space, a, q)  # noqa: E731
+    single = tmp_path / "single.jsonl"
+    measure_shard(evaluate, space, single, 11, seed=0, quantized=False, log=None)
+    sharded = tmp_path / "sharded.jsonl"
+    for rank in range(3):
+        measure_shard(evaluate, space, sharded, 11, seed=0, quantized=False, rank=rank, world_size=3, log=None)
+    assert [r["index"] for r in read_records(shard_path(sharded, 1, 3))] == [1, 4, 7, 10]
+    merged = merge_shards(sharded, 3)
+    assert not shard_path(sharded, 1, 3).exists()
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "eval_s"} for r in rs]  # noqa: E731
+    assert strip(merged) == strip(read_records(single)) == strip(read_records(sharded))
+    assert all(r["policy"] is None for r in merged)
+
+
+def test_supernet_evaluator_measures_a_random_supernet(tmp_path):
+    from cimnas.models.predictor.measure import SupernetEvaluator
+    from cimnas.models.supernet import OFASupernet
+
+    torch.manual_seed(0)
+    net = OFASupernet("apq_mbv2_tiny")
+    g = torch.Generator().manual_seed(0)
+    calib = [torch.randn(32, 1, 28, 28, generator=g)]
+    evals = [(torch.randn(40, 1, 28, 28, generator=g), torch.randint(0, 10, (40,), generator=g))]
+    evaluator = SupernetEvaluator(net, calib, evals)
+    out = tmp_path / "r.jsonl"
+    measure_shard(evaluator, net.space, out, 2, seed=0, quantized=True, log=None)
+    records = read_records(out)
+    assert len(records) == 2
+    for r in records:
+        assert 0.0 <= r["accuracy"] <= 1.0 and (r["accuracy"] * 40) == pytest.approx(round(r["accuracy"] * 40))
+    # the same design measured again gives the same number (fixed calibration / eval batches)
+    arch, policy = sample_design(net.space, 0, 1, True)
+    assert evaluator(arch, policy) == records[1]["accuracy"]
+
+
+# ---------------------------------------------------------------------- learning
+
+
+def synthetic_records(space, n, quantized, seed, path):
+    records = []
+    for i in range(n):
+        arch, policy = sample_design(space, seed, i, quantized)
+        records.append({"index": i, "key": design_key(arch, policy), "arch": arch.to_dict(),
+                        "policy": None if policy is None else policy.to_dict(),
+                        "accuracy": fake_accuracy(space, arch, policy)})
+    write_records_atomic(path, records)
+    return path
+
+
+def fit(module, datamodule, epochs, root):
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=str(root), check_val_every_n_epoch=10_000,
+                        num_sanity_val_steps=0, deterministic=True)
+    trainer.fit(module, datamodule)
+    return module.last_report["metrics"]
+
+
+def test_predictor_learns_a_synthetic_monotone_target(tmp_path):
+    L.seed_everything(0, verbose=False)
+    space = get_space("apq_mbv2_tiny")
+    path = synthetic_records(space, 500, True, seed=0, path=tmp_path / "q.jsonl")
+    dm = PredictorDataModule([str(path)], space=space.name, quantized=True, batch_size=64)
+    module = PredictorModule(space=space.name, quantized=True, export_path=str(tmp_path / "p.pt"))
+    metrics = fit(module, dm, 60, tmp_path / "run")
+    assert metrics["kendall"] >= 0.8, metrics
+    assert metrics["rmse"] < 0.5 * metrics["baseline_rmse_predict_mean"], metrics
+    assert (tmp_path / "run" / "predictor_scatter.png").stat().st_size > 1000
+    report = json.loads((tmp_path / "run" / "predictor_report.json").read_text())
+    assert report["metrics"]["num_configs"] == 100
+    # the exported query checkpoint reproduces the module's held-out predictions
+    predictor = AccuracyPredictor.from_checkpoint(tmp_path / "p.pt")
+    test_records = sorted(read_records(path), key=lambda r: r["key"])
+    batch = records_to_batch(space, test_records, quantized=True)
+    with torch.no_grad():
+        torch.testing.assert_close(predictor.predict(batch), module(dm.encoder.encode(batch)), rtol=1e-5, atol=1e-5)
+
+
+def test_train_cli_configs_run(tmp_path):
+    """The shipped configs parse and fit through train.py's LightningCLI (2 epochs)."""
+    from cimnas.cli import train_cli
+
+    space = get_space("apq_mbv2_tiny")
+    fp_records = synthetic_records(space, 40, False, seed=1, path=tmp_path / "fp.jsonl")
+    q_records = synthetic_records(space, 30, True, seed=2, path=tmp_path / "q.jsonl")
+    common = ["--trainer.max_epochs", "2", "--trainer.logger", "false", "--trainer.callbacks", "[]",
+              "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false"]
+    train_cli(["fit", "--config", "configs/predictor/fmnist_fp.yaml", "--data.init_args.records", f"[{fp_records}]",
+               "--model.init_args.export_path", str(tmp_path / "fp.pt"),
+               "--trainer.default_root_dir", str(tmp_path / "fp_run"), *common])
+    train_cli(["fit", "--config", "configs/predictor/fmnist_quant.yaml", "--data.init_args.records", f"[{q_records}]",
+               "--model.init_args.transfer_from", str(tmp_path / "fp.pt"),
+               "--model.init_args.export_path", str(tmp_path / "q.pt"),
+               "--trainer.default_root_dir", str(tmp_path / "q_run"), *common])
+    predictor = AccuracyPredictor.from_checkpoint(tmp_path / "q.pt")
+    assert predictor.quantized and predictor.space.name == "apq_mbv2_tiny"
+    assert (tmp_path / "q_run" / "predictor_report.json").exists()
