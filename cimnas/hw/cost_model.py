@@ -308,7 +308,8 @@ def _workload_terms(workload: Workload, reference_compat: bool,
 # ---------------------------------------------------------------------- one chunk
 
 
-def _evaluate_chunk(t: dict[str, Any], h: dict[str, torch.Tensor], per_layer: bool, compat: bool) -> dict[str, torch.Tensor]:
+def _evaluate_chunk(t: dict[str, Any], h: dict[str, torch.Tensor], per_layer: bool, compat: bool,
+                    square: bool = False) -> dict[str, torch.Tensor]:
     """Core of :func:`evaluate` for b hardware rows: ``t`` workload terms ``[1 or b, L]``,
     ``h`` hardware constants ``[b, 1]`` float32. Returns ``[b]`` sums (and per-layer tensors)."""
     ceil, floor, minimum = torch.ceil, torch.floor, torch.minimum
@@ -332,7 +333,7 @@ def _evaluate_chunk(t: dict[str, Any], h: dict[str, torch.Tensor], per_layer: bo
         g_left = ceil(g_left / g)
         spares.append(floor(spare / g))
     D = spares[0] * spares[1] * spares[2]
-    best, t_q = pq_cycles(t["P"], t["Q"], D)
+    best, t_q = pq_cycles(t["P"], t["Q"], D, square)
     cyc = best * t["Nmask"]
     unfit = ((w_left * g_left) * t["mask"]).amax(1) > 1
     # --- action counts
@@ -413,6 +414,7 @@ def evaluate(workload: Workload, hardware: HardwareBatch, *, reference_compat: b
         glb_r_bit=col(hc["glb_r_bit"]),
     )
     Bw = workload.batch_size
+    square = bool(torch.equal(workload.P, workload.Q))
     tables = _slice_tables(workload)
     terms = _workload_terms(workload, reference_compat, tables) if Bw == 1 else None
     rows = chunk_rows or (CPU_CHUNK_ROWS if hardware.device.type == "cpu" else B)
@@ -421,10 +423,10 @@ def evaluate(workload: Workload, hardware: HardwareBatch, *, reference_compat: b
     def run(sl: slice) -> dict[str, Any]:
         hs = {k: v[sl] for k, v in h.items()}
         if terms is not None:
-            return _evaluate_chunk(terms, hs, per_layer, reference_compat)
+            return _evaluate_chunk(terms, hs, per_layer, reference_compat, square)
         part_tables = tuple(t if t.shape[0] == 1 else t[sl] for t in tables)
         ts = _workload_terms(workload[sl], reference_compat, part_tables)
-        out = _evaluate_chunk(ts, hs, per_layer, reference_compat)
+        out = _evaluate_chunk(ts, hs, per_layer, reference_compat, square)
         out.update({k: ts[k] for k in _ROW_TERMS})
         return out
 

@@ -53,13 +53,18 @@ def _level(w_left, g_left, fanout):
     return w_left, g_left, torch.floor(spare / g).clamp(min=1)
 
 
-def pq_cycles(P: torch.Tensor, Q: torch.Tensor, D: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Temporal iterations of a P x Q output plane with D spatial copies (three candidate
-    splits), and the Q-steps of the balanced split."""
+def pq_cycles(P: torch.Tensor, Q: torch.Tensor, D: torch.Tensor, square: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temporal iterations of a P x Q output plane with D spatial copies (five candidate
+    splits), and the Q-steps of the balanced split. ``square=True`` (P == Q everywhere) skips
+    the Q-first candidate, which then equals the P-first one."""
     a1 = torch.minimum(P, D)
     c1 = cdiv(P, a1) * cdiv(Q, torch.floor(D / a1))
-    b3 = torch.minimum(Q, D)
-    c3 = cdiv(Q, b3) * cdiv(P, torch.floor(D / b3))
+    if square:
+        c3 = c1
+    else:
+        b3 = torch.minimum(Q, D)
+        c3 = cdiv(Q, b3) * cdiv(P, torch.floor(D / b3))
     r = torch.floor(torch.sqrt(D))
     a2 = torch.minimum(P, r)
     t_p = cdiv(P, a2)
@@ -71,7 +76,9 @@ def pq_cycles(P: torch.Tensor, Q: torch.Tensor, D: torch.Tensor) -> tuple[torch.
     c4 = cdiv(P, a4) * cdiv(Q, torch.floor(D / a4))
     a5 = torch.minimum(P, torch.minimum(2 * a4, D))
     c5 = cdiv(P, a5) * cdiv(Q, torch.floor(D / a5))
-    best = torch.minimum(torch.minimum(torch.minimum(c1, c2), torch.minimum(c3, c4)), c5)
+    best = torch.minimum(torch.minimum(torch.minimum(c1, c2), c4), c5)
+    if not square:
+        best = torch.minimum(best, c3)
     return best, t_q
 
 
