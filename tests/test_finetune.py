@@ -248,3 +248,23 @@ def test_agreement_and_table(tmp_path):
     assert [float(r["finetuned_val_accuracy"]) for r in table] == [0.72, 0.79, 0.93]
     assert "Kendall τ = 1.0000" in files["md"].read_text()
     assert files["png"].stat().st_size > 1000
+
+
+def test_missing_predictions_come_from_the_predictor(tmp_path):
+    from cimnas.finetune_batch import _fill_predictions
+    from cimnas.models.predictor.predictor import AccuracyPredictor
+    from cimnas.models.space import ArchBatch
+
+    space = get_space("apq_mbv2_tiny")
+    torch.manual_seed(0)
+    predictor = AccuracyPredictor(space, hidden_size=16, num_layers=1)
+    predictor.save(tmp_path / "predictor.pt")
+    gen = torch.Generator().manual_seed(4)
+    designs = [Design(space, Architecture.random(space, gen), QuantPolicy.random(space, gen), {}, m, f"d{i}")
+               for i, m in enumerate(({}, {"accuracy": 0.5}, {}))]
+    _fill_predictions(designs, str(tmp_path / "predictor.pt"))
+    batch = ArchBatch.from_designs(space, [d.architecture for d in designs], [d.quantization for d in designs])
+    expected = predictor.predict(batch).tolist()
+    assert designs[0].predicted_accuracy == pytest.approx(expected[0])
+    assert designs[1].predicted_accuracy == 0.5  # a recorded prediction is kept
+    assert designs[2].predicted_accuracy == pytest.approx(expected[2])
