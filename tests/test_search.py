@@ -196,6 +196,7 @@ def test_same_seed_same_population_and_resume_reproduces_uninterrupted_run(predi
     assert torch.equal(resumed.evals, full.evals)
     assert [r["generation"] for r in resumed.history] == list(range(1, 9))
     assert resumed.n_evaluations == full.n_evaluations
+    assert torch.equal(resumed.archive.values, full.archive.values)  # the all-evaluations Pareto archive too
     # and a fresh run with the same seed gives the same population
     again = run_ga(setup, "joint", tmp_path / "again")
     assert torch.equal(again.values, full.values)
@@ -209,6 +210,7 @@ def test_pareto_mode_keeps_a_nondominated_front(predictor_path, tmp_path):
     front = json.loads((out / "pareto.json").read_text())
     assert summary["pareto_size"] == len(front) >= 1
     points = [(d["metrics"]["edap_j_s_mm2"], d["metrics"]["accuracy"]) for d in front]
+    assert len(set(points)) == len(points)
     for i, (e1, a1) in enumerate(points):
         for j, (e2, a2) in enumerate(points):
             if i != j:

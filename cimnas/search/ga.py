@@ -140,6 +140,7 @@ class ConstrainedGA(SearchAlgorithm):
         self.generator.manual_seed(int(config.seed))
         self.n_evaluations = 0
         self.last_evaluated: torch.Tensor | None = None  # evals of the latest evaluated batch
+        self.last_values: torch.Tensor | None = None  # and its genomes
         self._population: SolutionBatch | None = None
         self._initial_values = initial_values
 
@@ -160,6 +161,7 @@ class ConstrainedGA(SearchAlgorithm):
         self.problem.evaluate(batch)
         self.n_evaluations += int(values.shape[0])
         self.last_evaluated = batch.evals
+        self.last_values = values
         return batch
 
     def _sorted(self, batch: SolutionBatch, n: int) -> SolutionBatch:

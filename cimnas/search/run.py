@@ -3,9 +3,9 @@
 Results folder (``output.dir``)::
 
     best.json         best design (space, Architecture, QuantPolicy, hardware params, metrics)
-    pareto.json       every design on the final EDAP-vs-accuracy front (same format, a list)
+    pareto.json       every design on the EDAP-vs-accuracy front (same format, a list)
     population.csv    final population, best first (rank, feasibility, reason, metrics, genes)
-    pareto.csv        feasible, non-dominated (EDAP min, accuracy max) designs of the population
+    pareto.csv        feasible designs not dominated (EDAP min, accuracy max) by any evaluated design
     generations.csv   per-generation statistics
     summary.json      config, space size, timings, evaluations/s, best metrics
     plots/            convergence.png, pareto.png, breakdown.png (best vs reference design)
@@ -147,6 +147,7 @@ class MethodResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     n_evaluations: int = 0
     wall_s: float = 0.0
+    archive: "ParetoArchive | None" = None  # non-dominated designs over every evaluation
 
     def metric(self, name: str) -> torch.Tensor:
         return self.evals[:, self.problem.column(name)]
@@ -171,6 +172,32 @@ def best_index(problem: JointProblem, evals: torch.Tensor) -> int:
         return 0
     ratio = evals[:, problem.column("edap_j_s_mm2")] / evals[:, problem.column("accuracy")].clamp_min(1e-12)
     return int(torch.where(feasible, ratio, torch.full_like(ratio, math.inf)).argmin())
+
+
+class ParetoArchive:
+    """Feasible designs not dominated in (EDAP min, accuracy max) among *all* evaluated designs
+    (the final population of a single-objective run holds little of that front)."""
+
+    def __init__(self, problem: JointProblem, values: torch.Tensor | None = None, evals: torch.Tensor | None = None):
+        self.problem = problem
+        self.values = values
+        self.evals = evals
+
+    def add(self, values: torch.Tensor, evals: torch.Tensor) -> None:
+        p = self.problem
+        if self.values is not None:
+            values = torch.cat([self.values, values.to(self.values.device)])
+            evals = torch.cat([self.evals, evals.to(self.evals.device)])
+        feasible = evals[:, p.cv_column] <= 0
+        edap, acc = evals[:, p.column("edap_j_s_mm2")], evals[:, p.column("accuracy")]
+        keep = _pareto_mask(edap, acc, feasible).nonzero().reshape(-1)
+        keep = keep[torch.argsort(edap[keep], stable=True)]
+        keep = keep[first_occurrence(torch.stack([edap[keep], acc[keep]], dim=1))]
+        self.values, self.evals = values[keep].clone(), evals[keep].clone()
+
+    def state(self) -> dict[str, Any]:
+        return {"values": None if self.values is None else self.values.cpu(),
+                "evals": None if self.evals is None else self.evals.cpu()}
 
 
 def _pareto_mask(edap: torch.Tensor, acc: torch.Tensor, feasible: torch.Tensor) -> torch.Tensor:
@@ -236,11 +263,13 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
     out_dir.mkdir(parents=True, exist_ok=True)
     problem = result.problem
     feasible = result.evals[:, problem.cv_column] <= 0
-    edap, acc = result.metric("edap_j_s_mm2"), result.metric("accuracy")
-    front = _pareto_mask(edap, acc, feasible).nonzero().reshape(-1)
-    front = front[torch.argsort(edap[front], stable=True)]
-    # designs differing only in genes of skipped blocks share their metrics: keep one per point
-    front = front[first_occurrence(torch.stack([edap[front], acc[front]], dim=1))]
+    # the front over every evaluated design when the run kept an archive, else of the population
+    archive = result.archive
+    if archive is None or archive.values is None:
+        archive = ParetoArchive(problem)
+        archive.add(result.values, result.evals)
+    front_values = archive.values if archive.values is not None else result.values[:0]
+    front_evals = archive.evals if archive.evals is not None else result.evals[:0]
     designs = setup.genome.to_designs(result.values[: 1])
     source = {"method": result.name, "objective": problem.objective.label(), "config": setup.config.fingerprint()}
     pick = best_index(problem, result.evals)
@@ -250,14 +279,15 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
     best_metrics["reason"] = REASONS[int(result.evals[int(pick), problem.column("reason_code")])]
     write_json(out_dir / "best.json", design_record(setup.space, best_design, best_metrics,
                                                     result.values[int(pick)].tolist(), source))
-    front_designs = setup.genome.to_designs(result.values[front]) if front.numel() else []
+    front_designs = setup.genome.to_designs(front_values) if front_values.shape[0] else []
     write_json(out_dir / "pareto.json", [
-        design_record(setup.space, d, {c: float(result.evals[int(i), problem.column(c)]) for c in COMPARE_COLUMNS},
-                      result.values[int(i)].tolist(), source)
-        for d, i in zip(front_designs, front)
+        design_record(setup.space, d, {c: float(front_evals[i, problem.column(c)]) for c in COMPARE_COLUMNS},
+                      front_values[i].tolist(), source)
+        for i, d in enumerate(front_designs)
     ])
     _write_csv(out_dir / "population.csv", population_rows(setup, result))
-    _write_csv(out_dir / "pareto.csv", population_rows(setup, result, front) if front.numel() else [])
+    front_result = MethodResult(result.name, problem, front_values, front_evals)
+    _write_csv(out_dir / "pareto.csv", population_rows(setup, front_result) if front_values.shape[0] else [])
     if result.history:
         _write_csv(out_dir / "generations.csv", result.history)
     summary = {
@@ -272,11 +302,11 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
         "evaluations_per_s": result.n_evaluations / result.wall_s if result.wall_s > 0 else None,
         "best": best_metrics,
         "n_feasible": int(feasible.sum()),
-        "pareto_size": int(front.numel()),
+        "pareto_size": int(front_values.shape[0]),
         **(extra_summary or {}),
     }
     if setup.config.output.plots:
-        summary["plots"] = write_plots(setup, result, out_dir / "plots", reference, front, int(pick))
+        summary["plots"] = write_plots(setup, result, out_dir / "plots", reference, front_result, int(pick))
     write_json(out_dir / "summary.json", summary)
     return summary
 
@@ -285,7 +315,7 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
 
 
 def write_plots(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,
-                front: torch.Tensor, pick: int) -> list[str]:
+                front: MethodResult, pick: int) -> list[str]:
     """Convergence, Pareto and breakdown plots; a plot that cannot be drawn is skipped with a
     warning (it must never lose the results)."""
     written: list[str] = []
@@ -302,7 +332,7 @@ def _finite(values: list[float]) -> list[float]:
 
 
 def _plot_convergence(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,
-                      front: torch.Tensor, pick: int, written: list[str]) -> None:
+                      front: MethodResult, pick: int, written: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -329,7 +359,7 @@ def _plot_convergence(setup: Setup, result: MethodResult, plot_dir: Path, refere
 
 
 def _plot_pareto(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,
-                 front: torch.Tensor, pick: int, written: list[str]) -> None:
+                 front: MethodResult, pick: int, written: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -340,8 +370,9 @@ def _plot_pareto(setup: Setup, result: MethodResult, plot_dir: Path, reference: 
     edap, acc = result.metric("edap_j_s_mm2"), result.metric("accuracy")
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.scatter(edap[feasible].cpu(), acc[feasible].cpu(), s=10, alpha=0.5, label="population (feasible)")
-    if front.numel():
-        ax.plot(edap[front].cpu(), acc[front].cpu(), "o-", color="C3", ms=4, label="Pareto front")
+    if front.values.shape[0]:
+        ax.plot(front.metric("edap_j_s_mm2").cpu(), front.metric("accuracy").cpu(), "o-", color="C3", ms=4,
+                label="Pareto front (all evaluations)")
     if reference is not None:
         ax.scatter(reference.metric("edap_j_s_mm2")[:1].cpu(), reference.metric("accuracy")[:1].cpu(), marker="*",
                    s=120, color="k", label=f"reference: {reference.name}")
@@ -355,7 +386,7 @@ def _plot_pareto(setup: Setup, result: MethodResult, plot_dir: Path, reference: 
 
 
 def _plot_breakdown(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,
-                    front: torch.Tensor, pick: int, written: list[str]) -> None:
+                    front: MethodResult, pick: int, written: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -417,10 +448,13 @@ class _History:
     """Per-generation statistics (and the progress bar / W&B hooks)."""
 
     def __init__(self, ga: ConstrainedGA, problem: JointProblem, rows: list[dict[str, Any]], start_s: float,
-                 on_row: Callable[[dict[str, Any]], None] | None = None):
+                 on_row: Callable[[dict[str, Any]], None] | None = None, archive: ParetoArchive | None = None):
         self.ga, self.problem, self.rows, self.start_s, self.on_row = ga, problem, rows, start_s, on_row
+        self.archive = archive
 
     def __call__(self, status: dict[str, Any]) -> None:
+        if self.archive is not None and self.ga.last_values is not None:
+            self.archive.add(self.ga.last_values, self.ga.last_evaluated)
         ev = self.ga.population.evals
         p = self.problem
         feasible = ev[:, p.cv_column] <= 0
@@ -486,6 +520,7 @@ def run_ga(setup: Setup, name: str, out_dir: Path, *, objective: ObjectiveConfig
                            device="cpu" if config.num_actors else setup.device, num_actors=config.num_actors)
     ga = ConstrainedGA(problem, ga_config)
     history: list[dict[str, Any]] = []
+    archive = ParetoArchive(problem)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / "checkpoint.pt"
     fingerprint = f"{config.fingerprint()}:{name}"
@@ -496,6 +531,8 @@ def run_ga(setup: Setup, name: str, out_dir: Path, *, objective: ObjectiveConfig
             raise ValueError(f"{ckpt_path} was written by a different configuration; remove it or run without --resume")
         ga.load_state_dict(state["ga"])
         history = list(state["history"])
+        if state.get("archive") and state["archive"]["values"] is not None:
+            archive = ParetoArchive(problem, state["archive"]["values"].to(ga.device), state["archive"]["evals"].to(ga.device))
         elapsed_before = float(state["wall_s"])
         log.info("%s: resumed at generation %d from %s", name, ga.step_count, ckpt_path)
     elif resume:
@@ -516,9 +553,9 @@ def run_ga(setup: Setup, name: str, out_dir: Path, *, objective: ObjectiveConfig
             wandb_run.log({f"{name}/{k}": v for k, v in row.items()}, step=None)
         gen = row["generation"]
         if gen % config.output.checkpoint_every == 0 or gen == ga_config.generations:
-            save_checkpoint(ckpt_path, ga, history, fingerprint, time.perf_counter() - start)
+            save_checkpoint(ckpt_path, ga, history, fingerprint, time.perf_counter() - start, archive)
 
-    ga.log_hook.append(_History(ga, problem, history, start, on_row))
+    ga.log_hook.append(_History(ga, problem, history, start, on_row, archive))
     try:
         while ga.step_count < ga_config.generations:
             ga.step()
@@ -527,11 +564,13 @@ def run_ga(setup: Setup, name: str, out_dir: Path, *, objective: ObjectiveConfig
             bar.close()
     pop = ga.population
     return MethodResult(name, problem, pop.values.clone(), pop.evals.clone(), history, ga.n_evaluations,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, archive)
 
 
-def save_checkpoint(path: Path, ga: ConstrainedGA, history: list[dict[str, Any]], fingerprint: str, wall_s: float) -> None:
-    state = {"ga": ga.state_dict(), "history": history, "fingerprint": fingerprint, "wall_s": wall_s}
+def save_checkpoint(path: Path, ga: ConstrainedGA, history: list[dict[str, Any]], fingerprint: str, wall_s: float,
+                    archive: ParetoArchive | None = None) -> None:
+    state = {"ga": ga.state_dict(), "history": history, "fingerprint": fingerprint, "wall_s": wall_s,
+             "archive": archive.state() if archive is not None else None}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -565,18 +604,20 @@ def run_random(setup: Setup, name: str, n_total: int, keep: int) -> MethodResult
     generator = torch.Generator(device=setup.device)
     generator.manual_seed(int(setup.config.ga.seed))
     best_values = best_evals = None
+    archive = ParetoArchive(problem)
     done = 0
     while done < n_total:
         n = min(keep, n_total - done)
         values = setup.genome.random(n, generator, device=setup.device)
         batch = make_batch(problem, values)
         problem.evaluate(batch)
+        archive.add(values, batch.evals)
         if best_values is not None:
             batch = make_batch(problem, torch.cat([best_values, values]), torch.cat([best_evals, batch.evals]))
         order = survival_order(problem, batch.evals, batch)[:keep]
         best_values, best_evals = batch.values[order].clone(), batch.evals[order].clone()
         done += n
-    return MethodResult(name, problem, best_values, best_evals, [], done, time.perf_counter() - start)
+    return MethodResult(name, problem, best_values, best_evals, [], done, time.perf_counter() - start, archive)
 
 
 # ---------------------------------------------------------------------- jobs
