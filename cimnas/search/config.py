@@ -85,6 +85,8 @@ class SearchConfig:
         device: ``cpu`` or ``cuda`` (population, predictor and cost model).
         reference_compat: the cost model's reference-compatibility switch.
         num_actors: evaluate with this many EvoTorch Ray actors (null: in-process).
+        num_gpus_per_actor: GPUs given to each actor (e.g. 1); an actor with a GPU evaluates its
+            piece of the population there.
         threads: torch CPU threads (``torch.set_num_threads``); the per-generation tensors are
             small, so one thread is fastest (about 10x faster than 2 threads on a busy 2-core
             machine); null keeps torch's default.
@@ -107,6 +109,7 @@ class SearchConfig:
     device: str = "cpu"
     reference_compat: bool = False
     num_actors: Optional[int] = None
+    num_gpus_per_actor: Optional[float] = None
     threads: Optional[int] = 1
     resume: bool = False
 
@@ -129,7 +132,7 @@ class SearchConfig:
     def fingerprint(self) -> str:
         """Hash of everything that determines the search trajectory (not output / logging / resume)."""
         d = self.to_dict()
-        for key in ("output", "wandb", "resume", "device", "num_actors", "threads"):
+        for key in ("output", "wandb", "resume", "device", "num_actors", "num_gpus_per_actor", "threads"):
             d.pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

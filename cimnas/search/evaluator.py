@@ -154,6 +154,13 @@ class DesignEvaluator:
         self.reference_compat = reference_compat
         self._seen_messages: set[str] = set()
 
+    def to(self, device: torch.device | str) -> "DesignEvaluator":
+        """Move the accuracy source (when it is a module) to ``device``; the genome, hardware
+        space and value statistics follow the genome's device on their own."""
+        if hasattr(self.accuracy, "to"):
+            self.accuracy = self.accuracy.to(device)
+        return self
+
     # ------------------------------------------------------------------ cost model
     def cost(self, genome: torch.Tensor) -> tuple[ArchBatch, Any, Any, Any]:
         """(ArchBatch, HardwareBatch, Workload, CostResult) of ``genome`` (raises on cost-model errors)."""

@@ -75,6 +75,13 @@ class JointProblem(Problem):
 
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
         genome = batch.values.clone().long()
+        if self.is_remote and self._num_gpus_per_actor:
+            # a Ray actor that owns a GPU evaluates its piece there (population stays on the CPU)
+            device = torch.device(self.aux_device)
+            if getattr(self, "_moved_to", None) != device:
+                self.evaluator.to(device)
+                self._moved_to = device
+            genome = genome.to(device)
         evals = self.evaluation_to_evals(self.evaluator.evaluate(genome))
         batch.set_evals(evals.to(batch.device, batch.eval_dtype))
 

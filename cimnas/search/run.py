@@ -517,7 +517,8 @@ def run_ga(setup: Setup, name: str, out_dir: Path, *, objective: ObjectiveConfig
         evaluator = DesignEvaluator(setup.genome, evaluator.accuracy, constraints, value_stats=evaluator.value_stats,
                                     reference_compat=evaluator.reference_compat)
     problem = JointProblem(evaluator, objective, fixed_genes=fixed_genes,
-                           device="cpu" if config.num_actors else setup.device, num_actors=config.num_actors)
+                           device="cpu" if config.num_actors else setup.device, num_actors=config.num_actors,
+                           num_gpus_per_actor=config.num_gpus_per_actor if config.num_actors else None)
     ga = ConstrainedGA(problem, ga_config)
     history: list[dict[str, Any]] = []
     archive = ParetoArchive(problem)
