@@ -139,6 +139,8 @@ def grid_space(params: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def _format(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, dict)):
