@@ -646,6 +646,7 @@ def run_method(setup: Setup, method: str, out_dir: Path, reference: MethodResult
                         constraints=ConstraintConfig(area_budget_mm2=None, capacity=False),
                         ga_config=dataclasses.replace(ga, generations=g1), fixed_genes=hw_fixed_genes(setup, base_row.cpu()),
                         resume=config.resume, wandb_run=wandb_run)
+        write_results(setup, stage1, out_dir / "stage1", reference)
         network_row = stage1.values[0].cpu()
         stage2 = run_ga(setup, "two_stage", out_dir, ga_config=dataclasses.replace(ga, generations=g2),
                         fixed_genes=sw_fixed_genes(setup, network_row), resume=config.resume, wandb_run=wandb_run)
