@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cimnas.hw import (HardwareBatch, HardwareError, HardwareParams, HardwareSpace, Workload,
-                       WorkloadError, evaluate, workload_from_arch, workload_from_module)
+                       WorkloadError, evaluate, evaluate_arch, workload_from_arch, workload_from_module)
 from cimnas.hw.components import adc, cell, drivers, router, sram
 from cimnas.hw.histogram import average_slice_value, reference_lossy_histogram
 from cimnas.hw.reference import KeyError_, parse_key
@@ -384,6 +384,9 @@ def test_chunking_threads_and_per_row_workloads_do_not_change_results():
         fin = torch.isfinite(a)
         assert torch.equal(fin, torch.isfinite(b)) and torch.allclose(a[fin], b[fin], rtol=1e-6), name
     assert torch.equal(whole.reason, chunked.reason)
+    lazy = evaluate_arch(space, ab[idx], hw, chunk_rows=6)
+    fin = torch.isfinite(whole.energy_j)
+    assert torch.allclose(lazy.energy_j[fin], whole.energy_j[fin], rtol=1e-6) and torch.equal(lazy.reason, whole.reason)
     # a per-row workload equals the same network broadcast from one row
     one = workload_from_arch(space, ab[idx[:1]])
     bcast = evaluate(one, hw)

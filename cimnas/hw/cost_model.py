@@ -406,10 +406,41 @@ def evaluate(workload: Workload, hardware: HardwareBatch, *, reference_compat: b
         torch.set_num_threads(previous)
 
 
+def evaluate_arch(space, arch, hardware: HardwareBatch, *, value_stats: Any = "typical",
+                  reference_compat: bool = False, per_layer: bool = False, chunk_rows: int | None = None,
+                  num_threads: int = 1) -> CostResult:
+    """``evaluate(workload_from_arch(space, arch, value_stats=...), hardware)`` without ever
+    materialising the ``[B, L]`` workload: each chunk of rows builds its own slice of it (same
+    results, less memory, cache-friendly). ``value_stats`` must be per slot (not per row)."""
+    from cimnas.hw.workload import workload_from_arch
+
+    if arch.batch_size != hardware.batch_size:
+        raise ValueError(f"arch has B = {arch.batch_size}, hardware has B = {hardware.batch_size}")
+    probe = workload_from_arch(space, arch[:1], value_stats=value_stats)
+    if hardware.batch_size == 1:
+        return evaluate(probe, hardware, reference_compat=reference_compat, per_layer=per_layer)
+
+    def provider(sl: slice) -> Workload:
+        return workload_from_arch(space, arch[sl], value_stats=value_stats)
+
+    run = lambda: _evaluate(probe, hardware, reference_compat, per_layer, chunk_rows, num_threads,  # noqa: E731
+                            provider=provider)
+    if hardware.device.type != "cpu":
+        return run()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run()
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: bool, per_layer: bool,
-              chunk_rows: int | None, num_threads: int) -> CostResult:
+              chunk_rows: int | None, num_threads: int, provider=None) -> CostResult:
+    """``provider(slice) -> Workload`` (rows of a B-row workload built lazily); ``workload`` is
+    then a one-row probe with the same layers and value statistics."""
     B = hardware.batch_size
-    if workload.batch_size not in (1, B):
+    if provider is None and workload.batch_size not in (1, B):
         raise ValueError(f"workload has B = {workload.batch_size}, hardware has B = {B}; need 1 or equal")
     if workload.device != hardware.device:
         raise ValueError(f"workload on {workload.device}, hardware on {hardware.device}")
@@ -428,7 +459,9 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
         e_lo=col(hc["e_lo"]), de=col(hc["e_hi"] - hc["e_lo"]), router_bit=col(hc["router_bit"]),
         glb_r_bit=col(hc["glb_r_bit"]),
     )
-    Bw = workload.batch_size
+    Bw = workload.batch_size if provider is None else B
+    if provider is None:
+        provider = lambda sl: workload[sl]  # noqa: E731
     square = bool(torch.equal(workload.P, workload.Q))
     tables = _slice_tables(workload)
     terms = _workload_terms(workload, reference_compat, tables) if Bw == 1 else None
@@ -440,7 +473,7 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
         if terms is not None:
             return _evaluate_chunk(terms, hs, per_layer, reference_compat, square)
         part_tables = tuple(t if t.shape[0] == 1 else t[sl] for t in tables)
-        ts = _workload_terms(workload[sl], reference_compat, part_tables)
+        ts = _workload_terms(provider(sl), reference_compat, part_tables)
         out = _evaluate_chunk(ts, hs, per_layer, reference_compat, square)
         out.update({k: ts[k] for k in _ROW_TERMS})
         return out
@@ -524,4 +557,4 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
     return result
 
 
-__all__ = ["REASONS", "COMPONENTS", "CostResult", "evaluate", "CPU_CHUNK_ROWS"]
+__all__ = ["REASONS", "COMPONENTS", "CostResult", "evaluate", "evaluate_arch", "CPU_CHUNK_ROWS"]
