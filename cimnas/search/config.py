@@ -72,7 +72,8 @@ class SearchConfig:
             ``two_stage`` (network + quantization by an accuracy/size proxy, then hardware),
             ``random`` (uniform random designs, same number of evaluations), ``fixed`` (evaluate
             ``experts``) or ``compare`` (all of them, plus a comparison table).
-        space: search-space preset name (``apq_mbv2_tiny``, ``apq_mbv2``, ``ofa_mbv3``).
+        space: search-space preset name (``apq_mbv2_tiny``, ``apq_mbv2``, ``ofa_mbv3``) or a full
+            space description (``SearchSpace`` fields: stages, kernel / depth / bit choices, ...).
         hardware: hardware-space YAML (gene order and option lists), e.g. ``configs/hw/reference.yaml``.
         predictor: accuracy-predictor checkpoint.
         value_stats: layer value statistics for the cost model (null: the cost model's typical values).
@@ -94,7 +95,7 @@ class SearchConfig:
     """
 
     mode: Literal["joint", "hardware_only", "two_stage", "random", "fixed", "compare"] = "joint"
-    space: str = "apq_mbv2_tiny"
+    space: Union[str, dict] = "apq_mbv2_tiny"
     hardware: str = "configs/hw/reference.yaml"
     predictor: str = DEFAULT_PREDICTOR
     value_stats: Optional[str] = DEFAULT_VALUE_STATS

@@ -54,12 +54,13 @@ class Gene:
 def software_genes(space: SearchSpace) -> list[Gene]:
     """The software genes of ``space`` in the reference order.
 
-    Every stage carries a full depth gene (``space.depth_choices``), as the reference genome
-    does; a stage with fewer blocks clips the value (its options decode to ``min(d, max_depth)``),
+    Every stage carries a full depth gene (its own ``depth_choices`` or the space's), as the
+    reference genome does; a stage with fewer blocks clips the value (its options decode to ``min(d, max_depth)``),
     so the reference's space size is reproduced and :meth:`JointGenome.canonical` maps such
     redundant indices to the first equivalent one."""
     genes = [
-        Gene(f"depth[{s}]", "depth", tuple(min(d, space.stages[s].max_depth) for d in space.depth_choices), s)
+        Gene(f"depth[{s}]", "depth", tuple(space.stages[s].depth_choices)
+             or tuple(min(d, space.stages[s].max_depth) for d in space.depth_choices), s)
         for s in range(space.num_stages)
     ]
     genes += [Gene(f"kernel[{b}]", "kernel", space.kernel_choices, b) for b in range(space.num_blocks)]
