@@ -76,7 +76,8 @@ class SearchConfig:
             space description (``SearchSpace`` fields: stages, kernel / depth / bit choices, ...).
         hardware: hardware-space YAML (gene order and option lists), e.g. ``configs/hw/reference.yaml``.
         predictor: accuracy-predictor checkpoint.
-        value_stats: layer value statistics for the cost model (null: the cost model's typical values).
+        value_stats: per-slot layer value statistics for the cost model (``python -m
+            cimnas.search.value_stats``); null: the cost model's typical per-role histograms.
         objective / constraints / ga: see their classes.
         network: the fixed network of ``hardware_only`` (default: the reference's baseline-like MobileNetV2).
         experts: fixed designs of ``fixed`` / ``compare``; the first is the reference point for

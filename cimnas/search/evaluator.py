@@ -139,12 +139,14 @@ class DesignEvaluator:
         genome: the joint genome (its ``hw_space`` decodes the hardware genes).
         accuracy: an :class:`AccuracySource` (the trained predictor in every shipped config).
         constraints: :class:`ConstraintConfig`.
-        value_stats: layer value statistics passed to ``cimnas.hw.workload_from_arch``.
+        value_stats: layer value statistics passed to ``cimnas.hw.workload_from_arch``: a dict of
+            per-slot histograms, ``"typical"`` (the cost model's per-role typical histograms) or
+            ``None`` (its generic default).
         reference_compat: reproduce the reference code's cost-model quirks.
     """
 
     def __init__(self, genome: JointGenome, accuracy: AccuracySource, constraints: ConstraintConfig | None = None,
-                 value_stats: Any = None, reference_compat: bool = False):
+                 value_stats: Any = "typical", reference_compat: bool = False):
         if not isinstance(accuracy, AccuracySource):
             raise TypeError(f"accuracy source {type(accuracy).__name__} has no predict(ArchBatch) method")
         self.genome = genome

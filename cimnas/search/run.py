@@ -62,9 +62,10 @@ class Setup:
 
 
 def load_value_stats(path: str | None, space: SearchSpace) -> Any:
-    """Per-slot layer value statistics (``cimnas.search.value_stats``) or None (typical values)."""
+    """Per-slot layer value statistics (``cimnas.search.value_stats``), or the cost model's typical
+    per-role histograms when ``path`` is None."""
     if path is None:
-        return None
+        return "typical"
     p = Path(path)
     if not p.exists():
         raise ArtifactError(
