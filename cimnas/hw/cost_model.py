@@ -36,6 +36,7 @@ histograms are a workload option: ``workload_from_module(..., reference_histogra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -416,12 +417,17 @@ def evaluate_arch(space, arch, hardware: HardwareBatch, *, value_stats: Any = "t
 
     if arch.batch_size != hardware.batch_size:
         raise ValueError(f"arch has B = {arch.batch_size}, hardware has B = {hardware.batch_size}")
-    probe = workload_from_arch(space, arch[:1], value_stats=value_stats)
+    probe = workload_from_arch(space, type(arch)(**{f.name: getattr(arch, f.name)[:1] for f in dataclasses.fields(arch)}),
+                               value_stats=value_stats)
     if hardware.batch_size == 1:
         return evaluate(probe, hardware, reference_compat=reference_compat, per_layer=per_layer)
 
+    names = [f.name for f in dataclasses.fields(arch)]
+
     def provider(sl: slice) -> Workload:
-        return workload_from_arch(space, arch[sl], value_stats=value_stats)
+        # rows by hand: ArchBatch.__getitem__ goes through dataclasses.astuple, which deep-copies
+        rows = type(arch)(**{n: getattr(arch, n)[sl] for n in names})
+        return workload_from_arch(space, rows, value_stats=value_stats)
 
     run = lambda: _evaluate(probe, hardware, reference_compat, per_layer, chunk_rows, num_threads,  # noqa: E731
                             provider=provider)

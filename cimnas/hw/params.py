@@ -139,13 +139,17 @@ class HardwareBatch:
     def num_macros(self) -> torch.Tensor:
         return self.router_groups * self.tiles_per_group * self.macros_per_tile
 
+    def _tensors(self) -> list[torch.Tensor]:
+        # not dataclasses.astuple: it deep-copies every tensor
+        return [getattr(self, f) for f in FIELDS]
+
     def to(self, device: torch.device | str) -> "HardwareBatch":
-        return HardwareBatch(*(t.to(device) for t in dataclasses.astuple(self)))
+        return HardwareBatch(*(t.to(device) for t in self._tensors()))
 
     def __getitem__(self, index: Any) -> "HardwareBatch":
         if isinstance(index, int):
             index = slice(index, index + 1) if index != -1 else slice(-1, None)
-        return HardwareBatch(*(t[index] for t in dataclasses.astuple(self)))
+        return HardwareBatch(*(t[index] for t in self._tensors()))
 
     @staticmethod
     def dtype_of(name: str) -> torch.dtype:
@@ -181,7 +185,7 @@ class HardwareBatch:
 
     @classmethod
     def cat(cls, batches: Sequence["HardwareBatch"]) -> "HardwareBatch":
-        return cls(*(torch.cat(ts) for ts in zip(*(dataclasses.astuple(b) for b in batches))))
+        return cls(*(torch.cat(ts) for ts in zip(*(b._tensors() for b in batches))))
 
 
 @dataclass
