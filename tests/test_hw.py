@@ -15,7 +15,7 @@ from cimnas.hw import (HardwareBatch, HardwareError, HardwareParams, HardwareSpa
                        WorkloadError, evaluate, evaluate_arch, workload_from_arch, workload_from_module)
 from cimnas.hw.components import adc, cell, drivers, router, sram
 from cimnas.hw.histogram import average_slice_value, reference_lossy_histogram
-from cimnas.hw.reference import KeyError_, parse_key
+from cimnas.hw.reference import ReferenceKeyError, parse_key
 from cimnas.models.space import Architecture, ArchBatch, QuantPolicy, apq_mbv2, apq_mbv2_tiny, ofa_mbv3
 
 REF = "configs/hw/reference.yaml"
@@ -345,9 +345,9 @@ def test_reference_key_matches_recorded_area_and_latency():
     assert abs(rec["latency_s"] / 2.676e-5 - 1) < 0.15
     assert abs(rec["energy_j"] / 1.0425746e-3 - 1) < 0.30
     assert abs(rec["utilization"] - 0.6836) < 0.02
-    with pytest.raises(KeyError_, match="fields"):
+    with pytest.raises(ReferenceKeyError, match="fields"):
         parse_key("A_0.85_8")
-    with pytest.raises(KeyError_, match="ks"):
+    with pytest.raises(ReferenceKeyError, match="ks"):
         parse_key(KEY.replace("_553573753575375333573_", "_55357375357537533357_"))
 
 

@@ -27,7 +27,7 @@ import torch
 
 from cimnas.hw.cost_model import evaluate
 from cimnas.hw.params import HardwareBatch, HardwareParams
-from cimnas.hw.reference import KeyError_, designs_to_batches, parse_key
+from cimnas.hw.reference import ReferenceKeyError, designs_to_batches, parse_key
 from cimnas.hw.workload import Workload, workload_from_arch
 from cimnas.models.space import ArchBatch, Architecture, QuantPolicy, apq_mbv2, get_space
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.from_results:
             recs, summary = from_results(args.from_results, args.reference_compat)
             records += recs
-    except (KeyError_, ValueError) as exc:
+    except (ReferenceKeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for r in records:

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from cimnas.hw.params import HardwareBatch, HardwareError, HardwareParams
 from cimnas.models.space import Architecture, ArchBatch, QuantPolicy, SearchSpace, apq_mbv2
 
 
-class KeyError_(ValueError):
+class ReferenceKeyError(ValueError):
     """A malformed reference key."""
 
 
@@ -33,7 +31,7 @@ class ReferenceDesign:
 
 def _digits(field: str, text: str, n: int) -> list[int]:
     if len(text) != n or not text.isdigit():
-        raise KeyError_(f"key field {field}={text!r} must be {n} digits")
+        raise ReferenceKeyError(f"key field {field}={text!r} must be {n} digits")
     return [int(c) for c in text]
 
 
@@ -44,9 +42,9 @@ def parse_key(key: str, space: SearchSpace | None = None) -> ReferenceDesign:
     nb = space.num_blocks
     expected = 1 + 9 + 6 + nb
     if not parts or parts[0] != "A":
-        raise KeyError_(f"key {key[:40]!r}... must start with 'A_'")
+        raise ReferenceKeyError(f"key {key[:40]!r}... must start with 'A_'")
     if len(parts) != expected:
-        raise KeyError_(f"key has {len(parts)} '_'-separated fields, expected {expected}: "
+        raise ReferenceKeyError(f"key has {len(parts)} '_'-separated fields, expected {expected}: "
                         "A, V, bpc, clock, rows, cols, srg, tiles, macros, glb, d(6 digits), ks, pw_w, pw_a, "
                         f"dw_w, dw_a ({nb} digits each), then {nb} expansion indices")
     names = ("voltage", "bits_per_cell", "cycle_s", "rows", "cols", "router_groups", "tiles_per_group",
@@ -56,12 +54,12 @@ def parse_key(key: str, space: SearchSpace | None = None) -> ReferenceDesign:
         try:
             value = float(text)
         except ValueError:
-            raise KeyError_(f"key field {name}={text!r} is not a number") from None
+            raise ReferenceKeyError(f"key field {name}={text!r} is not a number") from None
         hw[name] = value if name in ("voltage", "cycle_s") else int(value)
     try:
         hardware = HardwareParams(**hw)
     except HardwareError as exc:
-        raise KeyError_(f"key hardware: {exc}") from None
+        raise ReferenceKeyError(f"key hardware: {exc}") from None
     depths = _digits("d", parts[10], space.num_stages)
     depths = [min(d, max(space.stage_depth_choices(s))) for s, d in enumerate(depths)]
     kernels = _digits("ks", parts[11], nb)
@@ -70,7 +68,7 @@ def parse_key(key: str, space: SearchSpace | None = None) -> ReferenceDesign:
     for b, text in enumerate(parts[16:16 + nb]):
         choices = space.hidden_choices(b)
         if not text.isdigit() or int(text) >= len(choices):
-            raise KeyError_(f"key expansion index e[{b}]={text!r} must be in 0..{len(choices) - 1}")
+            raise ReferenceKeyError(f"key expansion index e[{b}]={text!r} must be in 0..{len(choices) - 1}")
         hidden.append(choices[int(text)])
     arch = Architecture(depths=depths, kernels=kernels, hidden=hidden, resolution=max(space.resolution_choices))
     policy = QuantPolicy(*bits)
@@ -78,7 +76,7 @@ def parse_key(key: str, space: SearchSpace | None = None) -> ReferenceDesign:
         arch.validate(space)
         policy.validate(space)
     except ValueError as exc:
-        raise KeyError_(f"key software part: {exc}") from None
+        raise ReferenceKeyError(f"key software part: {exc}") from None
     return ReferenceDesign(key=key, architecture=arch, quantization=policy, hardware=hardware)
 
 
@@ -89,11 +87,4 @@ def designs_to_batches(designs: list[ReferenceDesign], space: SearchSpace | None
     return arch, HardwareBatch.from_params([d.hardware for d in designs], device)
 
 
-__all__ = ["KeyError_", "ReferenceDesign", "parse_key", "designs_to_batches"]
-
-
-def _selftest() -> None:  # pragma: no cover - used manually
-    k = ("A_0.85_8_1e-08_64_64_8_8_16_65536_223434_553573753575375333573_468666866464646466464_"
-         "846888888668444866668_444448644846868688466_488886484866686446444_3_0_1_4_4_2_1_5_2_13_13_10_2_20_7_22_8_9_5_12_18")
-    print(parse_key(k))
-    torch.manual_seed(0)
+__all__ = ["ReferenceKeyError", "ReferenceDesign", "parse_key", "designs_to_batches"]

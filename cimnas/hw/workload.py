@@ -260,15 +260,6 @@ class Workload:
         out["names"] = names
         return cls(**out)
 
-    @classmethod
-    def cat_layers(cls, parts: list["Workload"]) -> "Workload":
-        """Concatenate B = 1 workloads along the layer axis (histograms filled with defaults)."""
-        def cat(field: str) -> torch.Tensor:
-            return torch.cat([getattr(p, field) for p in parts], dim=1)
-
-        out: dict[str, Any] = {f: cat(f) for f in _INT_FIELDS + ("mask",)}
-        return cls(**out)
-
 
 def _none_to_nan(x: Any, nan: float) -> Any:
     if isinstance(x, list):
