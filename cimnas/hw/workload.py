@@ -344,7 +344,7 @@ def workload_from_module(module: nn.Module, images: torch.Tensor, *, default_bit
     was_training = module.training
     module.eval()
     try:
-        module(images[:1] if images.dim() == 4 else images)
+        module(images)  # histograms over every calibration image; shapes per inference (N = 1)
     finally:
         for h in hooks:
             h.remove()
