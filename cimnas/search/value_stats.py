@@ -28,7 +28,7 @@ VALUE_STATS_FORMAT = "cimnas.value_stats/1"
 @torch.no_grad()
 def measure_value_stats(supernet: Any, images: torch.Tensor, recalibration: torch.Tensor | None = None) -> dict[str, Any]:
     """``{"input_hist": [L, 31], "weight_hist": [L, 31], ...}`` of the largest subnet of
-    ``supernet`` averaged over ``images [N, C, H, W]`` (one inference each)."""
+    ``supernet`` over ``images [N, C, H, W]``."""
     from cimnas.hw.workload import slot_table, workload_from_module
     from cimnas.models.supernet import recalibrate_bn
 
@@ -39,17 +39,12 @@ def measure_value_stats(supernet: Any, images: torch.Tensor, recalibration: torc
     if recalibration is not None:
         recalibrate_bn(supernet, [recalibration])
     net = supernet.export_subnet(arch, policy).eval()
-    inputs, weights = [], []
-    for i in range(images.shape[0]):
-        wl = workload_from_module(net, images[i: i + 1])
-        inputs.append(wl.input_hist[0])
-        weights.append(wl.weight_hist[0])
+    wl = workload_from_module(net, images)  # histograms over all calibration images
     n_slots = len(slot_table(space).names)
-    if inputs[0].shape[0] != n_slots:
-        raise ValueError(f"the largest subnet ran {inputs[0].shape[0]} layers but space {space.name!r} has "
+    if wl.num_layers != n_slots:
+        raise ValueError(f"the largest subnet ran {wl.num_layers} layers but space {space.name!r} has "
                          f"{n_slots} layer slots; the slot order contract of cimnas.hw.workload is broken")
-    input_hist = torch.stack(inputs).mean(0)
-    weight_hist = torch.stack(weights).mean(0)
+    input_hist, weight_hist = wl.input_hist[0].float(), wl.weight_hist[0].float()
     return {
         "format": VALUE_STATS_FORMAT, "space": space.name,
         "input_hist": input_hist / input_hist.sum(-1, keepdim=True),
