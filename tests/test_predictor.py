@@ -357,3 +357,17 @@ def test_train_cli_configs_run(tmp_path):
     predictor = AccuracyPredictor.from_checkpoint(tmp_path / "q.pt")
     assert predictor.quantized and predictor.space.name == "apq_mbv2_tiny"
     assert (tmp_path / "q_run" / "predictor_report.json").exists()
+
+
+def test_agreement_of_two_measurements(tmp_path):
+    from cimnas.models.predictor.agreement import agreement
+
+    space = get_space("apq_mbv2_tiny")
+    a = synthetic_records(space, 12, False, seed=5, path=tmp_path / "a.jsonl")
+    records = read_records(a)
+    for i, r in enumerate(records):  # a second, noisier measurement of the first 10 designs
+        r["accuracy"] += 0.001 * (-1) ** i
+    write_records_atomic(tmp_path / "b.jsonl", records[:10])
+    m = agreement(str(a), str(tmp_path / "b.jsonl"))
+    assert m["num_configs"] == 10 and m["rmse"] == pytest.approx(0.001, rel=1e-3)
+    assert 0.5 < m["kendall"] <= 1.0

@@ -158,6 +158,8 @@ def measure(
     calibration_batch_size: int = 200,
     eval_images: int | None = None,
     eval_batch_size: int = 500,
+    calibration_seed: int | None = None,
+    eval_skip: int = 0,
     accelerator: str = "cpu",
     devices: int = 1,
     num_nodes: int = 1,
@@ -176,6 +178,9 @@ def measure(
         calibration_images / calibration_batch_size: BN recalibration set (OFA: 2000 / 200).
         eval_images: first N images of the ``val`` split (None: all of it).
         eval_batch_size: evaluation batch size.
+        calibration_seed: seed of the calibration subset (None: ``seed``).
+        eval_skip: skip the first N images of the ``val`` split (with ``calibration_seed``:
+            an independent re-measurement of the same designs, for the label-noise ceiling).
         accelerator / devices / num_nodes: Lightning Fabric launch (one shard per rank).
         num_threads: torch CPU threads per rank (None: leave torch's default).
     """
@@ -193,9 +198,13 @@ def measure(
         data.prepare_data()
     fabric.barrier()
     data.setup("validate")
-    calib = data.calibration_batches(calibration_images, calibration_batch_size, seed=seed)
+    calibration_seed = seed if calibration_seed is None else calibration_seed
+    calib = data.calibration_batches(calibration_images, calibration_batch_size, seed=calibration_seed)
     eval_batches, taken = [], 0
-    loader = torch.utils.data.DataLoader(data.val_set, batch_size=eval_batch_size, shuffle=False)
+    if not 0 <= eval_skip < len(data.val_set):
+        raise ValueError(f"eval_skip={eval_skip} must be in [0, {len(data.val_set)})")
+    val_set = torch.utils.data.Subset(data.val_set, range(eval_skip, len(data.val_set)))
+    loader = torch.utils.data.DataLoader(val_set, batch_size=eval_batch_size, shuffle=False)
     for x, y in loader:
         if eval_images is not None and taken >= eval_images:
             break
@@ -204,7 +213,8 @@ def measure(
         eval_batches.append((x, y))
         taken += len(y)
     extra = {"supernet_sha256": file_sha256(supernet)[:16], "calibration_images": sum(len(c) for c in calib),
-             "eval_images": taken, "eval_split": "val"}
+             "eval_images": taken, "eval_split": "val", "calibration_seed": calibration_seed,
+             "eval_skip": eval_skip}
     # Initialise any activation clip the supernet's training never set, on every rank alike
     # (quantizers init lazily, with an all-reduce, on their first quantized input): with the
     # largest subnet at the widest bits, so no record depends on which design came first.
