@@ -57,15 +57,19 @@ class ArtifactError(FileNotFoundError):
 
 #: The commands that regenerate the shipped default artifacts (README, "The full pipeline").
 REGENERATE_HINT = (
-    "`python train.py fit --config configs/supernet/fmnist_smoke.yaml` (supernet), "
-    "`python -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist.yaml` and "
-    "`python train.py fit --config configs/predictor/fmnist_quant.yaml` (predictor), "
-    "`python -m cimnas.search.value_stats` (layer value statistics); see docs/search.md"
+    "the README's 'The full pipeline' steps 1-2 (`python train.py fit --config configs/supernet/fmnist_smoke.yaml`; "
+    "`python -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist_fp.yaml` and "
+    "`--config configs/predictor/measure_fmnist.yaml`; `python train.py fit --config "
+    "configs/predictor/fmnist_fp.yaml`, then `--config configs/predictor/fmnist_quant.yaml`) and "
+    "`python -m cimnas.search.value_stats` for the layer value statistics (docs/search.md)"
 )
 
 
 def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> AccuracySource:
-    """Load the accuracy predictor checkpoint, failing loudly (never falling back to a proxy)."""
+    """Load the accuracy predictor checkpoint, failing loudly (never falling back to a proxy);
+    ``constant:<fraction>`` gives a :class:`ConstantAccuracy`."""
+    if str(path).startswith("constant:"):
+        return ConstantAccuracy(float(str(path).split(":", 1)[1]))
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(
@@ -203,7 +207,12 @@ class DesignEvaluator:
         arch = self.genome.decode_arch(genome)
         messages: list[str] = []
 
-        accuracy = self.accuracy.predict(arch).to(device, torch.float64).reshape(batch)
+        # hardware-aware sources (device variation: cimnas.models.variation.NoiseAwareAccuracy)
+        with_hw = getattr(self.accuracy, "predict_with_hardware", None)
+        if with_hw is not None and self.genome.hw_space is not None:
+            accuracy = with_hw(arch, self.genome.decode_hardware(genome)).to(device, torch.float64).reshape(batch)
+        else:
+            accuracy = self.accuracy.predict(arch).to(device, torch.float64).reshape(batch)
         failed = ~torch.isfinite(accuracy)
         if failed.any():
             messages.append("accuracy source returned a non-finite value")
@@ -300,6 +309,6 @@ class DesignEvaluator:
 
 
 __all__ = [
-    "AccuracySource", "ArtifactError", "ConstraintConfig", "DesignEvaluator", "Evaluation", "FAILED_CV",
+    "AccuracySource", "ArtifactError", "ConstantAccuracy", "ConstraintConfig", "DesignEvaluator", "Evaluation", "FAILED_CV",
     "METRIC_COLUMNS", "REASONS", "load_predictor",
 ]
