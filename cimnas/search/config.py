@@ -93,6 +93,9 @@ class SearchConfig:
             small, so one thread is fastest (about 10x faster than 2 threads on a busy 2-core
             machine); null keeps torch's default.
         resume: continue from ``output.dir/checkpoint.pt`` (same config required).
+        variation: device-variation model file (``python -m cimnas.models.variation fit``); when
+            set, the objective uses the accuracy under RRAM conductance variation (the predictor's
+            accuracy times the model's retention at the design's bits per cell and weight bits).
     """
 
     mode: Literal["joint", "hardware_only", "two_stage", "random", "fixed", "compare"] = "joint"
@@ -114,6 +117,7 @@ class SearchConfig:
     num_gpus_per_actor: Optional[float] = None
     threads: Optional[int] = 1
     resume: bool = False
+    variation: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

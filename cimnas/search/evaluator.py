@@ -65,6 +65,20 @@ REGENERATE_HINT = (
 )
 
 
+class ConstantAccuracy:
+    """A fixed accuracy for every design (``predictor: constant:<fraction>``): for fixed-network
+    (hardware-only) searches of spaces without a trained predictor, where accuracy cannot change
+    the ranking (e.g. ResNet50 at the reference's 0.7595, cimnas-reference-code.md §8.2)."""
+
+    def __init__(self, value: float):
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"predictor constant:{value} must be an accuracy fraction in (0, 1]")
+        self.value = float(value)
+
+    def predict(self, arch_batch: ArchBatch) -> torch.Tensor:
+        return torch.full((arch_batch.batch_size,), self.value, dtype=torch.float64, device=arch_batch.device)
+
+
 def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> AccuracySource:
     """Load the accuracy predictor checkpoint, failing loudly (never falling back to a proxy);
     ``constant:<fraction>`` gives a :class:`ConstantAccuracy`."""

@@ -101,6 +101,10 @@ def build_setup(config: SearchConfig, accuracy: Any | None = None) -> Setup:
         if pred_space is not None and pred_space.name != space.name:
             raise ValueError(f"predictor {config.predictor!r} was trained for space {pred_space.name!r}, "
                              f"but space={space.name!r}")
+    if config.variation:
+        from cimnas.models.variation import NoiseAwareAccuracy, RetentionModel
+
+        accuracy = NoiseAwareAccuracy(accuracy, RetentionModel.load(config.variation), space=space)
     value_stats = load_value_stats(config.value_stats, space)
     evaluator = DesignEvaluator(genome, accuracy, config.constraints, value_stats=value_stats,
                                 reference_compat=config.reference_compat)
