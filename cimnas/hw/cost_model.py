@@ -27,6 +27,13 @@ t_q = temporal steps along Q), or the full window per output pixel R·S·P·Q / 
 the groups are spread over router groups (the runs R13/R17); at least 1.
 Leakage is not charged (everything is power-gated; CiMLoop's leakage is ~1e-12 pJ per cycle).
 
+SRAM cells (``cell`` of kind sram) hold one bit per cell whatever ``bits_per_cell`` says and pay no
+cell read energy (NeuroSim books it in the periphery). With ``weight_memory="lpddr4"`` (CiMLoop
+system ``fetch_weights_lpddr4``) a network whose weights do not fit on chip is not a capacity
+failure: every weight bit streams from LPDDR4 once per inference (``main_memory`` energy, latency
+added to the compute latency; :mod:`cimnas.hw.components.dram`), and a layer larger than the chip
+runs in ``ceil`` temporal passes of what fits (cycles × passes) instead of being unmappable.
+
 Reference compatibility (``reference_compat=True``) reproduces the reference code's quirks
 (cim-cost-model.md §1.5): input and weight bit widths are swapped when handed to the
 simulator, the capacity check ignores G for depthwise layers, and layer strides are ignored
@@ -46,7 +53,7 @@ import torch
 from cimnas.hw import histogram
 from cimnas.hw.components import adc as adc_mod
 from cimnas.hw.components import cell as cell_mod
-from cimnas.hw.components import drivers, router, sram
+from cimnas.hw.components import dram, drivers, router, sram
 from cimnas.hw.mapping import pq_cycles
 from cimnas.hw.params import HardwareBatch
 from cimnas.hw.workload import DEFAULT_INPUT_HIST, DEFAULT_WEIGHT_HIST, LAYER_KINDS, Workload
@@ -54,7 +61,7 @@ from cimnas.hw.workload import DEFAULT_INPUT_HIST, DEFAULT_WEIGHT_HIST, LAYER_KI
 #: Feasibility codes. Area is NOT checked here: the search compares ``area_mm2`` with its budget.
 REASONS: tuple[str, ...] = ("ok", "capacity", "layer-exceeds-chip", "empty-workload")
 COMPONENTS: tuple[str, ...] = ("cim_unit", "row_drivers", "column_drivers", "adc", "input_buffer",
-                               "output_buffer", "router", "glb")
+                               "output_buffer", "router", "glb", "main_memory")
 DEPTHWISE = LAYER_KINDS.index("depthwise")
 #: Output values cross the output buffer twice (ADC write + accumulate write) — calibrated on the
 #: CiMLoop runs (ref-00/01/02 within 0.3 %).
@@ -253,7 +260,7 @@ def _lookup(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return table.gather(1, idx.expand(table.shape[0], -1) if idx.shape[0] == 1 else idx)
 
 
-_ROW_TERMS = ("sum_in_bits", "sum_out_bits", "sum_ibr", "sum_ops", "nonempty", "mask")
+_ROW_TERMS = ("sum_in_bits", "sum_out_bits", "sum_ibr", "sum_ops", "sum_weight_bits", "nonempty", "mask")
 
 
 def _workload_terms(workload: Workload, reference_compat: bool,
@@ -297,6 +304,8 @@ def _workload_terms(workload: Workload, reference_compat: bool,
         Nmask=g["N"] * mask, wcells0=(torch.ones_like(g["G"]) if reference_compat else None),
         ops_l=2.0 * macs0,
         sum_in_bits=in_bits.sum(1), sum_out_bits=out_bits.sum(1), sum_ibr=ibr.sum(1), sum_ops=2.0 * macs0.sum(1),
+        # stored weight bits of the network (what a DRAM weight fetch moves), true bit widths
+        sum_weight_bits=(g["G"] * K * g["M"] * workload.weight_bits.to(f32) * mask).double().sum(1),
         depthwise=depthwise,
     )
     # capacity: cells of every weight (G counted, except in the reference's depthwise quirk)
@@ -335,8 +344,11 @@ def _evaluate_chunk(t: dict[str, Any], h: dict[str, torch.Tensor], per_layer: bo
         spares.append(floor(spare / g))
     D = spares[0] * spares[1] * spares[2]
     best, t_q = pq_cycles(t["P"], t["Q"], D, square)
-    cyc = best * t["Nmask"]
-    unfit = ((w_left * g_left) * t["mask"]).amax(1) > 1
+    # weights streamed from DRAM: what does not fit spatially runs in temporal passes (CiMLoop's
+    # fetch_weights_lpddr4 lets the DRAM level iterate over weights); on chip it is unmappable
+    passes = torch.where(h["streams"] > 0, w_left * g_left, torch.ones_like(w_left))
+    cyc = best * t["Nmask"] * passes
+    unfit = ((w_left * g_left) * t["mask"] * (1.0 - h["streams"])).amax(1) > 1
     # --- action counts
     macs_sw = t["macs0"] * s_w
     A1 = macs_sw * t["xt"]
@@ -455,8 +467,11 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
     f32 = torch.float32
     hc = _hardware_constants(hardware)
     col = lambda x: x.to(f32).unsqueeze(1)  # noqa: E731
+    # SRAM cells store one bit whatever bits_per_cell says (HardwareParams rejects other values)
+    bits_per_cell = torch.where(cell_mod.is_sram(hardware.cell), torch.ones_like(hardware.bits_per_cell),
+                                hardware.bits_per_cell)
     h = dict(
-        bpc=col(hardware.bits_per_cell), rows=col(hardware.rows), cols=col(hardware.cols),
+        bpc=col(bits_per_cell), rows=col(hardware.rows), cols=col(hardware.cols),
         macros=col(hardware.macros_per_tile), tiles=col(hardware.tiles_per_group), groups=col(hardware.router_groups),
         k_in_reads=col(hc["ib_w_bit"] + hc["router_bit"] + hc["glb_r_bit"]), glb_w_bit=col(hc["glb_w_bit"]),
         k_out_bits=col(hc["router_bit"] + hc["glb_r_bit"] + GLB_OUTPUT_WRITES_PER_BIT * hc["glb_w_bit"]),
@@ -464,6 +479,7 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
         k_ob=col(OUTPUT_BUFFER_WRITES_PER_BIT * hc["ob_w_bit"]), e_off=col(hc["e_off"]), e_pulse=col(hc["e_pulse"]),
         e_lo=col(hc["e_lo"]), de=col(hc["e_hi"] - hc["e_lo"]), router_bit=col(hc["router_bit"]),
         glb_r_bit=col(hc["glb_r_bit"]),
+        streams=col(hardware.weight_memory == dram.WEIGHT_MEMORIES.index("lpddr4")),
     )
     Bw = workload.batch_size if provider is None else B
     if provider is None:
@@ -512,18 +528,23 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
         "glb": (hc["glb_r_bit"] * in_reads + hc["glb_w_bit"] * sum_in
                 + (hc["glb_r_bit"] + GLB_OUTPUT_WRITES_PER_BIT * hc["glb_w_bit"]) * sum_out) * pj,
     }
+    available = (hardware.rows * hardware.cols).double() * hc["n_macro"]
+    cells = sums["cells"]
+    weight_bits = terms["sum_weight_bits"].double()
+    weight_bits = weight_bits.expand(B) if weight_bits.shape[0] == 1 else weight_bits
+    fetch_j, fetch_s = dram.fetch_cost(weight_bits, cells, available, hardware.weight_memory)
+    energy_by_component["main_memory"] = fetch_j
     energy_j = sum(energy_by_component.values())
     cycle_s = hardware.cycle_s.double()
     cycles = sums["cycles"]
-    latency_s = cycles * cycle_s
+    latency_s = cycles * cycle_s + fetch_s
     area_by_component = {k: v.double() for k, v in hc["area"].items()}
     area_mm2 = sum(area_by_component.values())
 
-    available = (hardware.rows * hardware.cols).double() * hc["n_macro"]
-    cells = sums["cells"]
     nonempty = terms["nonempty"].expand(B) if Bw == 1 else terms["nonempty"]
     reason = torch.zeros(B, dtype=torch.long, device=hardware.device)
-    reason[cells > available] = REASONS.index("capacity")
+    on_chip = hardware.weight_memory == dram.WEIGHT_MEMORIES.index("on_chip")
+    reason[(cells > available) & on_chip] = REASONS.index("capacity")
     reason[sums["unfit"]] = REASONS.index("layer-exceeds-chip")
     reason[~nonempty] = REASONS.index("empty-workload")
     feasible = reason == 0

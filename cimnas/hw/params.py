@@ -19,16 +19,17 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from cimnas.hw.components.adc import ADC_MODELS
-from cimnas.hw.components.cell import CELL_NAMES
+from cimnas.hw.components.cell import CELL_NAMES, CELLS
+from cimnas.hw.components.dram import WEIGHT_MEMORIES
 
 #: Field order shared by params, batches, records and genes.
 FIELDS: tuple[str, ...] = (
     "voltage", "bits_per_cell", "cycle_s", "rows", "cols", "router_groups", "tiles_per_group",
     "macros_per_tile", "glb_depth_words", "glb_width_bits", "technology_nm", "cell", "adc_bits",
-    "adc_model",
+    "adc_model", "weight_memory",
 )
 FLOAT_FIELDS = ("voltage", "cycle_s", "technology_nm")
-CODE_FIELDS = {"cell": CELL_NAMES, "adc_model": ADC_MODELS}
+CODE_FIELDS = {"cell": CELL_NAMES, "adc_model": ADC_MODELS, "weight_memory": WEIGHT_MEMORIES}
 #: The reference's nine genes, in genome order (cim-cost-model.md §1.3).
 REFERENCE_GENES = ("voltage", "bits_per_cell", "cycle_s", "rows", "cols", "router_groups",
                    "tiles_per_group", "macros_per_tile", "glb_depth_words")
@@ -63,6 +64,14 @@ def _check_value(name: str, value: Any) -> Any:
     return float(value)
 
 
+def _check_sram_bits(cell: str, bits_per_cell: Any) -> None:
+    """An SRAM cell stores one bit (cim-cost-model.md §4.5; the authors' SRAM code drops the
+    bits-per-cell gene, cimnas-reference-code.md §1.3)."""
+    if CELLS[cell].kind == "sram" and bits_per_cell != 1:
+        raise HardwareError(f"cell={cell!r} is an SRAM cell and stores 1 bit per cell; got bits_per_cell="
+                            f"{bits_per_cell!r}; allowed values: [1]")
+
+
 @dataclass
 class HardwareParams:
     """One chip design (defaults: the CIMNAS reference design point family, 32 nm RRAM)."""
@@ -81,10 +90,12 @@ class HardwareParams:
     cell: str = "rram_neurosim_default"
     adc_bits: int = 8
     adc_model: str = "neurosim"
+    weight_memory: str = "on_chip"
 
     def __post_init__(self) -> None:
         for f in FIELDS:
             setattr(self, f, _check_value(f, getattr(self, f)))
+        _check_sram_bits(self.cell, self.bits_per_cell)
 
     @property
     def num_macros(self) -> int:
@@ -106,8 +117,8 @@ class HardwareParams:
 @dataclass
 class HardwareBatch:
     """B designs as tensors ``[B]``: float32 for voltage / technology_nm, float64 for cycle_s,
-    long for integer fields and for ``cell`` / ``adc_model`` codes (index into
-    :data:`CELL_NAMES` / :data:`ADC_MODELS`)."""
+    long for integer fields and for ``cell`` / ``adc_model`` / ``weight_memory`` codes (index
+    into :data:`CELL_NAMES` / :data:`ADC_MODELS` / :data:`WEIGHT_MEMORIES`)."""
 
     voltage: torch.Tensor
     bits_per_cell: torch.Tensor
@@ -123,6 +134,7 @@ class HardwareBatch:
     cell: torch.Tensor
     adc_bits: torch.Tensor
     adc_model: torch.Tensor
+    weight_memory: torch.Tensor
 
     @property
     def batch_size(self) -> int:
@@ -213,6 +225,9 @@ class HardwareSpace:
                 raise HardwareError(f"field {f!r} is both a gene and fixed")
             self.fixed[f] = _check_value(f, v)
         self._fixed_all = {f: self.fixed.get(f, defaults[f]) for f in FIELDS if f not in self.genes}
+        if "cell" not in self.genes:
+            for bpc in self.genes.get("bits_per_cell", [self._fixed_all.get("bits_per_cell")]):
+                _check_sram_bits(self._fixed_all["cell"], bpc)
         n = max(len(c) for c in self.genes.values())
         table = torch.full((len(self.genes), n), float("nan"), dtype=torch.float64)
         for i, (g, choices) in enumerate(self.genes.items()):
@@ -294,6 +309,6 @@ class HardwareSpace:
 
 
 __all__ = [
-    "FIELDS", "REFERENCE_GENES", "CELL_NAMES", "ADC_MODELS", "HardwareError", "HardwareParams",
+    "FIELDS", "REFERENCE_GENES", "CELL_NAMES", "ADC_MODELS", "WEIGHT_MEMORIES", "HardwareError", "HardwareParams",
     "HardwareBatch", "HardwareSpace",
 ]
