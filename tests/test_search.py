@@ -278,6 +278,15 @@ def test_cli_config_and_overrides(tmp_path):
         parse_config(["--mode", "bogus"])
 
 
+def test_cli_bad_values_exit_with_one_line_naming_the_field(capsys):
+    from cimnas.search.cli import main
+
+    assert main(["--ga.popsize", "1"]) == 2
+    assert "ga.popsize=1" in capsys.readouterr().err
+    assert main(["--objective.name", "edp"]) == 2
+    assert "allowed values" in capsys.readouterr().err
+
+
 def test_value_stats_from_a_supernet_feed_the_cost_model(genome, tmp_path):
     from cimnas.hw.workload import slot_table
     from cimnas.models.supernet import OFASupernet

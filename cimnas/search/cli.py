@@ -42,14 +42,25 @@ def parse_config(argv: Sequence[str] | None = None) -> SearchConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, run; bad input (config values, missing files) exits with status 2 and one line
+    ``error: ...`` naming the field or file, never a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = parse_config(argv)
+    from cimnas.hw import HardwareError
+    from cimnas.models.space import SpaceError
     from cimnas.search.evaluator import ArtifactError
+    from cimnas.search.genome import GenomeError
+    from cimnas.search.objectives import ObjectiveError
+
+    try:
+        config = parse_config(argv)
+    except ValueError as exc:  # dataclass validation (ga.*, objective.*, constraints.*, ...)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from cimnas.search.run import run_search
 
     try:
         run_search(config)
-    except ArtifactError as exc:
+    except (ArtifactError, FileNotFoundError, SpaceError, GenomeError, ObjectiveError, HardwareError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

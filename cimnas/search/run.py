@@ -35,7 +35,7 @@ from cimnas.search.evaluator import (
     METRIC_COLUMNS, REASONS, ArtifactError, ConstraintConfig, DesignEvaluator, REGENERATE_HINT, load_predictor,
 )
 from cimnas.search.ga import ConstrainedGA, GAConfig, make_batch, survival_order
-from cimnas.search.genome import JointGenome
+from cimnas.search.genome import GenomeError, JointGenome
 from cimnas.search.objectives import ObjectiveConfig
 from cimnas.search.operators import first_occurrence
 from cimnas.search.problem import JointProblem
@@ -124,7 +124,7 @@ def hardware_dict(setup: Setup, values: dict[str, Any]) -> dict[str, Any]:
             out[gene.name] = gene.choices[0]
     unknown = sorted(set(values) - {g.name for g in setup.genome.hw_genes})
     if unknown:
-        raise ValueError(f"hardware keys {unknown} are not genes of {setup.config.hardware}; "
+        raise GenomeError(f"hardware keys {unknown} are not genes of {setup.config.hardware}; "
                          f"genes: {[g.name for g in setup.genome.hw_genes]}")
     return out
 
@@ -723,8 +723,8 @@ def run_search(config: SearchConfig, accuracy: Any | None = None) -> dict[str, A
     out_dir = Path(config.output.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     space_sizes = setup.genome.space_size_by_part()
+    reference = reference_result(setup)  # validates the expert designs before anything starts
     wandb_run = _start_wandb(config, config.mode, out_dir)
-    reference = reference_result(setup)
     try:
         if config.mode != "compare":
             result = run_method(setup, config.mode, out_dir, reference, wandb_run)
