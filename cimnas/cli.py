@@ -22,7 +22,7 @@ class WandbSaveConfig(SaveConfigCallback):
             if not isinstance(logger, WandbLogger):
                 continue
             experiment = logger.experiment
-            text = self.parser.dump(self.config, skip_none=False)
+            text = self.parser.dump(self.config)
             run_dir = getattr(experiment, "dir", None)
             if run_dir and os.path.isdir(run_dir):  # a disabled run has no folder
                 path = os.path.join(run_dir, "config.yaml")
