@@ -389,27 +389,81 @@ def measure(supernet_path: str, output: str, num_designs: int = 12, bits_per_cel
 
 
 def fit(records_path: str, output: str, scale: float = 1.0, chance: float = 0.1) -> RetentionModel:
-    """Fit :class:`RetentionModel` on the measurements at σ scale ``scale``."""
+    """Fit :class:`RetentionModel` on every measurement (all σ scales: the feature already carries
+    the σ of its record); the model file's variation (what a search applies) is the records'
+    configuration times ``scale``."""
     from cimnas.models.space import ArchBatch, Architecture, QuantPolicy, get_space
 
     rows = [json.loads(line) for line in Path(records_path).read_text().splitlines() if line.strip()]
     if not rows:
         raise ValueError(f"{records_path}: no records")
-    config = VariationConfig(**rows[0]["variation"]).scaled(scale)
+    base = VariationConfig(**rows[0]["variation"])
     space = get_space("apq_mbv2_tiny")
     feats, ratios = [], []
     for r in rows:
         ab = ArchBatch.from_designs(space, [Architecture.from_dict(r["arch"])], [QuantPolicy.from_dict(r["policy"])])
         for n in r["noisy"]:
-            if abs(n["scale"] - scale) > 1e-9:
-                continue
+            config = VariationConfig(**r["variation"]).scaled(n["scale"])
             f = network_noise_feature(space, ab, torch.tensor([n["bits_per_cell"]]), config)
             feats.append(float(f[0]))
             ratios.append(n["mean"] / max(r["clean"], 1e-9))
-    model = fit_retention(feats, ratios, chance, config)
+    model = fit_retention(feats, ratios, chance, base.scaled(scale))
     model.save(output)
     print(json.dumps(model.to_dict()))
     return model
+
+
+def _active_weight_bits(space: Any, arch: Any, policy: Any) -> tuple[float, float]:
+    active = arch.active_blocks(space)
+    pw = [b for b, a in zip(policy.pw_w_bits, active) if a]
+    dw = [b for b, a in zip(policy.dw_w_bits, active) if a]
+    return sum(pw) / max(len(pw), 1), sum(dw) / max(len(dw), 1)
+
+
+def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str) -> list[dict[str, Any]]:
+    """Best design and final-population statistics of search results folders, each best design
+    scored with and without variation (same predictor and variation model for all)."""
+    import csv
+
+    from cimnas.models.space import ArchBatch, Architecture, QuantPolicy, get_space
+    from cimnas.search.evaluator import load_predictor
+
+    model = RetentionModel.load(model_path)
+    base = load_predictor(predictor)
+    rows = []
+    for d in result_dirs:
+        best = json.loads((Path(d) / "best.json").read_text())
+        space = get_space(best["space_config"] if "space_config" in best else best["space"])
+        arch, pol = Architecture.from_dict(best["architecture"]), QuantPolicy.from_dict(best["quantization"])
+        ab = ArchBatch.from_designs(space, [arch], [pol])
+        bpc = int(best["hardware"].get("bits_per_cell", 1))
+        clean = float(base.predict(ab).reshape(-1)[0])
+        keep = float(model.retention(network_noise_feature(space, ab, torch.tensor([bpc]), model.variation))[0])
+        pw, dw = _active_weight_bits(space, arch, pol)
+        m = best["metrics"]
+        pop_bpc, pop_pw, pop_dw = [], [], []
+        with (Path(d) / "population.csv").open() as fh:
+            for r in csv.DictReader(fh):
+                if r["feasible"] != "True":
+                    continue
+                a = Architecture(depths=[int(v) for v in r["depths"].split()], kernels=[int(v) for v in r["kernels"].split()],
+                                 hidden=[int(v) for v in r["hidden"].split()], resolution=int(r["resolution"]))
+                q = QuantPolicy.from_dict({k: [int(v) for v in r[k].split()] for k in
+                                           ("pw_w_bits", "pw_a_bits", "dw_w_bits", "dw_a_bits")})
+                x, y = _active_weight_bits(space, a, q)
+                pop_pw.append(x)
+                pop_dw.append(y)
+                pop_bpc.append(float(r.get("hw_bits_per_cell", 1)))
+        mean = lambda v: sum(v) / len(v) if v else math.nan  # noqa: E731
+        edap = m["energy_j"] * m["latency_s"] * m["area_mm2"]
+        rows.append({
+            "run": str(d), "bits_per_cell": bpc, "mean_pw_w_bits": pw, "mean_dw_w_bits": dw,
+            "edap_j_s_mm2": edap, "accuracy_noise_free": clean, "accuracy_under_variation": clean * keep,
+            "objective_noise_free": edap / clean, "objective_under_variation": edap / (clean * keep),
+            "population_mean_bits_per_cell": mean(pop_bpc), "population_mean_pw_w_bits": mean(pop_pw),
+            "population_mean_dw_w_bits": mean(pop_dw), "population_feasible": len(pop_bpc),
+        })
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -428,9 +482,18 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("fit", help="fit the retention model a noise-aware search reads")
     f.add_argument("--records", required=True)
     f.add_argument("--output", required=True)
-    f.add_argument("--scale", type=float, default=1.0)
+    f.add_argument("--scale", type=float, default=1.0, help="σ scale the search applies (x the measured config)")
     f.add_argument("--chance", type=float, default=0.1, help="accuracy of a random guess (10 classes: 0.1)")
+    c = sub.add_parser("compare", help="bits per cell / weight bits of noise-free vs noise-aware search results")
+    c.add_argument("runs", nargs="+", help="search results folders (best.json, population.csv)")
+    c.add_argument("--model", default="cimnas/artifacts/fmnist/variation_model.json")
+    c.add_argument("--predictor", default="cimnas/artifacts/fmnist/predictor.pt")
     a = p.parse_args(argv)
+    if a.cmd == "compare":
+        rows = compare_runs(a.runs, a.model, a.predictor)
+        for r in rows:
+            print(json.dumps(r))
+        return 0
     if a.cmd == "measure":
         measure(a.supernet, a.output, a.num_designs, a.bits_per_cell, a.scales, a.samples, a.eval_images,
                 config=VariationConfig(sigma_rel=a.sigma_rel, sigma_abs=a.sigma_abs))
@@ -446,5 +509,5 @@ if __name__ == "__main__":
 __all__ = [
     "VariationConfig", "slice_sigma_levels", "perturb_levels", "relative_weight_noise", "noisy_weights", "accuracy",
     "noisy_accuracy", "network_noise_feature", "RetentionModel", "fit_retention", "NoiseAwareAccuracy", "measure", "fit",
-    "subnet", "load_fmnist_batches",
+    "subnet", "load_fmnist_batches", "compare_runs",
 ]
