@@ -26,6 +26,16 @@ from cimnas.models.supernet import (
 from cimnas.models.space import make_divisible
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared, loaded CPU, OpenMP barriers make many tiny convs with
+    two threads several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
