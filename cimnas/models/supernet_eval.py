@@ -30,11 +30,15 @@ def evaluate_reference_subnets(
     eval_batch_size: int = 500,
     bits: int = 4,
     seed: int = 0,
+    threads: int = 1,
     out: str | None = None,
 ) -> dict[str, float]:
     """Top-1 (fraction) of the largest, median and smallest subnets in float and at ``bits``
     bits everywhere searchable, on Fashion-MNIST's held-out split (``val_size`` / ``seed`` must
-    match the training data module). Writes JSON to ``out`` when given."""
+    match the training data module). ``threads``: torch intra-op threads (1 on a shared CPU:
+    OpenMP barriers make small convs much slower with more threads than free cores). Writes
+    JSON to ``out`` when given."""
+    torch.set_num_threads(threads)
     torch.manual_seed(seed)
     net = load_supernet(supernet)
     space = net.space
