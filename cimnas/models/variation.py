@@ -466,6 +466,66 @@ def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str) ->
     return rows
 
 
+def _read_designs(path: Path, space: Any) -> list[tuple[Any, Any, int, float]]:
+    """(Architecture, QuantPolicy, bits per cell, EDAP) of the feasible rows of a results CSV."""
+    import csv
+
+    from cimnas.models.space import Architecture, QuantPolicy
+
+    out = []
+    with path.open() as fh:
+        for r in csv.DictReader(fh):
+            if r["feasible"] != "True":
+                continue
+            a = Architecture(depths=[int(v) for v in r["depths"].split()], kernels=[int(v) for v in r["kernels"].split()],
+                             hidden=[int(v) for v in r["hidden"].split()], resolution=int(r["resolution"]))
+            q = QuantPolicy.from_dict({k: [int(v) for v in r[k].split()] for k in
+                                       ("pw_w_bits", "pw_a_bits", "dw_w_bits", "dw_a_bits")})
+            out.append((a, q, int(float(r.get("hw_bits_per_cell", 1))), float(r["edap_j_s_mm2"])))
+    return out
+
+
+def compare_fronts(result_dirs: Sequence[str], model_path: str, predictor: str,
+                   thresholds: Sequence[float] = (0.5, 0.55, 0.6)) -> list[dict[str, Any]]:
+    """Every design of each run's Pareto archive (``pareto.csv``) scored with and without
+    variation: bits per cell and weight bits along the front, and the lowest EDAP reaching each
+    accuracy-under-variation threshold."""
+    from cimnas.models.space import ArchBatch, get_space
+    from cimnas.search.evaluator import load_predictor
+
+    model = RetentionModel.load(model_path)
+    base = load_predictor(predictor)
+    space = get_space("apq_mbv2_tiny")
+    rows = []
+    for d in result_dirs:
+        designs = _read_designs(Path(d) / "pareto.csv", space)
+        if not designs:
+            raise ValueError(f"{d}/pareto.csv has no feasible designs")
+        ab = ArchBatch.from_designs(space, [x[0] for x in designs], [x[1] for x in designs])
+        bpc = torch.tensor([x[2] for x in designs])
+        clean = base.predict(ab).double().reshape(-1)
+        noisy = clean * model.retention(network_noise_feature(space, ab, bpc, model.variation))
+        edap = torch.tensor([x[3] for x in designs], dtype=torch.float64)
+        bits = [_active_weight_bits(space, x[0], x[1]) for x in designs]
+        row: dict[str, Any] = {"run": str(d), "front_size": len(designs),
+                               "bits_per_cell_counts": {int(c): int((bpc == c).sum()) for c in bpc.unique()},
+                               "max_accuracy_noise_free": float(clean.max()), "max_accuracy_under_variation": float(noisy.max()),
+                               "bits_per_cell_at_max_accuracy_under_variation": int(bpc[int(noisy.argmax())]),
+                               "mean_pw_w_bits": sum(b[0] for b in bits) / len(bits),
+                               "mean_dw_w_bits": sum(b[1] for b in bits) / len(bits)}
+        for t in thresholds:
+            ok = noisy >= t
+            if ok.any():
+                i = int(torch.where(ok, edap, torch.full_like(edap, math.inf)).argmin())
+                row[f"min_edap_at_acc_var>={t:g}"] = float(edap[i])
+                row[f"bits_per_cell_at_acc_var>={t:g}"] = int(bpc[i])
+                row[f"pw_dw_w_bits_at_acc_var>={t:g}"] = [round(bits[i][0], 2), round(bits[i][1], 2)]
+            else:
+                row[f"min_edap_at_acc_var>={t:g}"] = None
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cimnas.models.variation", description="device-variation measurements")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -488,9 +548,15 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("runs", nargs="+", help="search results folders (best.json, population.csv)")
     c.add_argument("--model", default="cimnas/artifacts/fmnist/variation_model.json")
     c.add_argument("--predictor", default="cimnas/artifacts/fmnist/predictor.pt")
+    fr = sub.add_parser("fronts", help="Pareto archives of noise-free vs noise-aware runs, scored under variation")
+    fr.add_argument("runs", nargs="+", help="search results folders (pareto.csv)")
+    fr.add_argument("--model", default="cimnas/artifacts/fmnist/variation_model.json")
+    fr.add_argument("--predictor", default="cimnas/artifacts/fmnist/predictor.pt")
+    fr.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.55, 0.6])
     a = p.parse_args(argv)
-    if a.cmd == "compare":
-        rows = compare_runs(a.runs, a.model, a.predictor)
+    if a.cmd in ("compare", "fronts"):
+        rows = (compare_runs(a.runs, a.model, a.predictor) if a.cmd == "compare"
+                else compare_fronts(a.runs, a.model, a.predictor, a.thresholds))
         for r in rows:
             print(json.dumps(r))
         return 0
@@ -509,5 +575,5 @@ if __name__ == "__main__":
 __all__ = [
     "VariationConfig", "slice_sigma_levels", "perturb_levels", "relative_weight_noise", "noisy_weights", "accuracy",
     "noisy_accuracy", "network_noise_feature", "RetentionModel", "fit_retention", "NoiseAwareAccuracy", "measure", "fit",
-    "subnet", "load_fmnist_batches", "compare_runs",
+    "subnet", "load_fmnist_batches", "compare_runs", "compare_fronts",
 ]
