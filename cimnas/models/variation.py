@@ -133,14 +133,17 @@ def perturb_levels(levels: torch.Tensor, weight_bits: int, bits_per_cell: int, c
 
 def relative_weight_noise(weight_bits: int, bits_per_cell: int, config: VariationConfig) -> float:
     """Expected RMS weight error over the weight range ``qmax`` for levels uniform on the grid:
-    ``sqrt(E[Σ_k σ_k² 4^(k c)]) / qmax`` (closed form over the uniform slice distribution)."""
+    ``sqrt(E[Σ_k σ_k² 4^(k c)]) / qmax``. Slice ``k`` holds ``min(c, b_w - k c)`` bits (a partial
+    top slice uses the low levels of its cell, NeuroSim's mapping), uniform over its values."""
     qmax = 2 ** (weight_bits - 1) - 1
     cell_bits = min(int(bits_per_cell), int(weight_bits))
     n_slices = math.ceil(weight_bits / cell_bits)
     top = 2 ** cell_bits
-    s = torch.arange(top, dtype=torch.float64)
-    mean_var = float((slice_sigma_levels(s, cell_bits, config) ** 2).mean())
-    total = sum(mean_var * float(top ** (2 * k)) for k in range(n_slices))
+    total = 0.0
+    for k in range(n_slices):
+        held = min(cell_bits, weight_bits - k * cell_bits)
+        s = torch.arange(2 ** held, dtype=torch.float64)
+        total += float((slice_sigma_levels(s, cell_bits, config) ** 2).mean()) * float(top ** (2 * k))
     return math.sqrt(total) / qmax
 
 
