@@ -86,6 +86,10 @@ def measure_shard(evaluate: Evaluator, space: SearchSpace, output: str | os.Path
             if done[i]["key"] != key:
                 raise ValueError(f"{output}: record index {i} holds another design than seed={seed}, "
                                  f"space={space.name!r}, quantized={quantized} draws; use another output file")
+            for field in ("supernet_sha256", "calibration_images", "eval_images", "calibration_seed", "eval_skip"):
+                if field in (extra or {}) and field in done[i] and done[i][field] != extra[field]:
+                    raise ValueError(f"{output}: record index {i} was measured with {field}={done[i][field]!r}, "
+                                     f"this run has {field}={extra[field]!r}; use another output file")
             continue
         todo.append((i, arch, policy, key))
     written = 0
