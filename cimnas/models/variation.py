@@ -423,16 +423,19 @@ def _active_weight_bits(space: Any, arch: Any, policy: Any) -> tuple[float, floa
     return sum(pw) / max(len(pw), 1), sum(dw) / max(len(dw), 1)
 
 
-def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str) -> list[dict[str, Any]]:
+def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str | None = None,
+                 aware: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Best design and final-population statistics of search results folders, each best design
-    scored with and without variation (same predictor and variation model for all)."""
+    scored with and without variation. Accuracy: the run's own recorded accuracy (noise-free for
+    ordinary runs; under variation for the runs listed in ``aware``, whose clean value is
+    recovered by dividing by the retention), or a ``predictor`` re-scoring every design."""
     import csv
 
     from cimnas.models.space import ArchBatch, Architecture, QuantPolicy, get_space
     from cimnas.search.evaluator import load_predictor
 
     model = RetentionModel.load(model_path)
-    base = load_predictor(predictor)
+    base = load_predictor(predictor) if predictor else None
     rows = []
     for d in result_dirs:
         best = json.loads((Path(d) / "best.json").read_text())
@@ -440,8 +443,12 @@ def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str) ->
         arch, pol = Architecture.from_dict(best["architecture"]), QuantPolicy.from_dict(best["quantization"])
         ab = ArchBatch.from_designs(space, [arch], [pol])
         bpc = int(best["hardware"].get("bits_per_cell", 1))
-        clean = float(base.predict(ab).reshape(-1)[0])
         keep = float(model.retention(network_noise_feature(space, ab, torch.tensor([bpc]), model.variation))[0])
+        if base is not None:
+            clean = float(base.predict(ab).reshape(-1)[0])
+        else:
+            recorded = float(best["metrics"]["accuracy"])
+            clean = recorded / keep if str(d) in aware else recorded
         pw, dw = _active_weight_bits(space, arch, pol)
         m = best["metrics"]
         pop_bpc, pop_pw, pop_dw = [], [], []
@@ -469,8 +476,9 @@ def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str) ->
     return rows
 
 
-def _read_designs(path: Path, space: Any) -> list[tuple[Any, Any, int, float]]:
-    """(Architecture, QuantPolicy, bits per cell, EDAP) of the feasible rows of a results CSV."""
+def _read_designs(path: Path, space: Any) -> list[tuple[Any, Any, int, float, float]]:
+    """(Architecture, QuantPolicy, bits per cell, EDAP, recorded accuracy) of the feasible rows of a
+    results CSV."""
     import csv
 
     from cimnas.models.space import Architecture, QuantPolicy
@@ -484,12 +492,12 @@ def _read_designs(path: Path, space: Any) -> list[tuple[Any, Any, int, float]]:
                              hidden=[int(v) for v in r["hidden"].split()], resolution=int(r["resolution"]))
             q = QuantPolicy.from_dict({k: [int(v) for v in r[k].split()] for k in
                                        ("pw_w_bits", "pw_a_bits", "dw_w_bits", "dw_a_bits")})
-            out.append((a, q, int(float(r.get("hw_bits_per_cell", 1))), float(r["edap_j_s_mm2"])))
+            out.append((a, q, int(float(r.get("hw_bits_per_cell", 1))), float(r["edap_j_s_mm2"]), float(r["accuracy"])))
     return out
 
 
-def compare_fronts(result_dirs: Sequence[str], model_path: str, predictor: str,
-                   thresholds: Sequence[float] = (0.5, 0.55, 0.6)) -> list[dict[str, Any]]:
+def compare_fronts(result_dirs: Sequence[str], model_path: str, predictor: str | None = None,
+                   thresholds: Sequence[float] = (0.5, 0.55, 0.6), aware: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every design of each run's Pareto archive (``pareto.csv``) scored with and without
     variation: bits per cell and weight bits along the front, and the lowest EDAP reaching each
     accuracy-under-variation threshold."""
@@ -497,7 +505,7 @@ def compare_fronts(result_dirs: Sequence[str], model_path: str, predictor: str,
     from cimnas.search.evaluator import load_predictor
 
     model = RetentionModel.load(model_path)
-    base = load_predictor(predictor)
+    base = load_predictor(predictor) if predictor else None
     space = get_space("apq_mbv2_tiny")
     rows = []
     for d in result_dirs:
@@ -506,8 +514,13 @@ def compare_fronts(result_dirs: Sequence[str], model_path: str, predictor: str,
             raise ValueError(f"{d}/pareto.csv has no feasible designs")
         ab = ArchBatch.from_designs(space, [x[0] for x in designs], [x[1] for x in designs])
         bpc = torch.tensor([x[2] for x in designs])
-        clean = base.predict(ab).double().reshape(-1)
-        noisy = clean * model.retention(network_noise_feature(space, ab, bpc, model.variation))
+        keep = model.retention(network_noise_feature(space, ab, bpc, model.variation))
+        if base is not None:
+            clean = base.predict(ab).double().reshape(-1)
+        else:
+            recorded = torch.tensor([x[4] for x in designs], dtype=torch.float64)
+            clean = recorded / keep if str(d) in aware else recorded
+        noisy = clean * keep
         edap = torch.tensor([x[3] for x in designs], dtype=torch.float64)
         bits = [_active_weight_bits(space, x[0], x[1]) for x in designs]
         row: dict[str, Any] = {"run": str(d), "front_size": len(designs),
@@ -550,16 +563,18 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("compare", help="bits per cell / weight bits of noise-free vs noise-aware search results")
     c.add_argument("runs", nargs="+", help="search results folders (best.json, population.csv)")
     c.add_argument("--model", default="cimnas/artifacts/fmnist/variation_model.json")
-    c.add_argument("--predictor", default="cimnas/artifacts/fmnist/predictor.pt")
+    c.add_argument("--predictor", default=None, help="re-score with this predictor (default: the runs' own accuracy)")
+    c.add_argument("--aware", nargs="*", default=[], help="runs whose recorded accuracy is under variation")
     fr = sub.add_parser("fronts", help="Pareto archives of noise-free vs noise-aware runs, scored under variation")
     fr.add_argument("runs", nargs="+", help="search results folders (pareto.csv)")
     fr.add_argument("--model", default="cimnas/artifacts/fmnist/variation_model.json")
-    fr.add_argument("--predictor", default="cimnas/artifacts/fmnist/predictor.pt")
+    fr.add_argument("--predictor", default=None, help="re-score with this predictor (default: the runs' own accuracy)")
+    fr.add_argument("--aware", nargs="*", default=[], help="runs whose recorded accuracy is under variation")
     fr.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.55, 0.6])
     a = p.parse_args(argv)
     if a.cmd in ("compare", "fronts"):
-        rows = (compare_runs(a.runs, a.model, a.predictor) if a.cmd == "compare"
-                else compare_fronts(a.runs, a.model, a.predictor, a.thresholds))
+        rows = (compare_runs(a.runs, a.model, a.predictor, a.aware) if a.cmd == "compare"
+                else compare_fronts(a.runs, a.model, a.predictor, a.thresholds, a.aware))
         for r in rows:
             print(json.dumps(r))
         return 0
