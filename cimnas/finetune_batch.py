@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import torch
 from torchmetrics.functional import mean_absolute_error
@@ -172,7 +172,7 @@ def collect(designs: list[Design], design_dir: Path, out_dir: Path, wall: dict[i
 
 
 def finetune_batch(
-    results: str,
+    results: Union[str, list[str]],
     top_k: int = 5,
     config: str = "configs/finetune.yaml",
     output: Optional[str] = None,
@@ -188,8 +188,9 @@ def finetune_batch(
 
     Args:
         results: search results folder (``population.csv``, ``best.json``, ``pareto.json``) or one
-            design / population file.
-        top_k: number of distinct networks to fine-tune.
+            design / population file, or a list of them (e.g. the same search under several seeds).
+        top_k: number of distinct networks to fine-tune from each entry of ``results`` (networks
+            that differ only in hardware or in genes of skipped blocks count once).
         config: the fine-tuning LightningCLI config (``configs/finetune.yaml``).
         output: output folder (default ``<results>/finetune``).
         selection: ``top`` (best first) or ``spread`` (evenly spaced in predicted accuracy).
@@ -201,13 +202,24 @@ def finetune_batch(
         threads: CPU threads per job (``OMP_NUM_THREADS``).
         resume: skip designs that already have a fine-tuned accuracy.
     """
-    results_path = Path(results)
-    out_dir = Path(output) if output else (results_path if results_path.is_dir() else results_path.parent) / "finetune"
+    sources = [Path(r) for r in ([results] if isinstance(results, str) else results)]
+    if not sources:
+        raise ValueError("results must name at least one search results folder or design file")
+    first = sources[0]
+    out_dir = Path(output) if output else (first if first.is_dir() else first.parent) / "finetune"
     design_dir = out_dir / "designs"
     design_dir.mkdir(parents=True, exist_ok=True)
     supernet_path = resolve_artifact(supernet, "supernet")
     space = load_supernet(supernet_path).space
-    designs = top_designs(results_path, top_k, space=space, selection=selection)
+    designs, seen = [], set()
+    for source in sources:  # top_k distinct networks of each source, then distinct across sources
+        for d in top_designs(source, top_k, space=space, selection=selection):
+            if d.network_key() in seen:
+                continue
+            seen.add(d.network_key())
+            if len(sources) > 1:
+                d.name = f"{source.name if source.is_dir() else source.stem}_{d.name}"
+            designs.append(d)
     _fill_predictions(designs, predictor)
     # quiet logs by default; the caller's overrides come last and win
     overrides = [f"--model.init_args.supernet={supernet_path}", "--trainer.enable_progress_bar=false",
@@ -263,7 +275,7 @@ def finetune_batch(
 
     rows, stats = collect(designs, design_dir, out_dir, wall)
     files = write_table(rows, stats, out_dir)
-    summary = {"results": str(results_path), "top_k": top_k, "selection": selection, "config": config,
+    summary = {"results": [str(p) for p in sources], "top_k": top_k, "selection": selection, "config": config,
                "overrides": overrides, "supernet": str(supernet_path), "rows": rows, **stats,
                "failures": failures, "files": {k: str(v) for k, v in files.items()}}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -99,12 +99,17 @@ def test_top_designs_from_population_csv(tiny, tmp_path):
     join = lambda v: " ".join(map(str, v))  # noqa: E731
     archs = [Architecture.smallest(space), Architecture.largest(space), Architecture.median(space)]
     rows = []
-    for rank, (a, acc, feasible) in enumerate([(archs[0], 0.80, True), (archs[0], 0.80, True),  # duplicate network
+    for rank, (a, acc, feasible) in enumerate([(archs[0], 0.80, True), (archs[0], 0.80, True),  # same network
                                                (archs[1], 0.90, False), (archs[2], 0.85, True),
                                                (archs[1], 0.70, True)]):
         q = QuantPolicy.uniform(space, 8 if rank != 4 else 4)
+        kernels = list(a.kernels)
+        if rank == 1:  # same running network: only a block that depth 2 skips differs
+            assert not a.active_blocks(space)[3]
+            kernels[3] = 7
+            q.pw_w_bits[3] = 4
         rows.append({"rank": rank, "feasible": feasible, "accuracy": acc, "depths": join(a.depths),
-                     "kernels": join(a.kernels), "hidden": join(a.hidden), "resolution": a.resolution,
+                     "kernels": join(kernels), "hidden": join(a.hidden), "resolution": a.resolution,
                      **{f: join(getattr(q, f)) for f in ("pw_w_bits", "pw_a_bits", "dw_w_bits", "dw_a_bits")},
                      "hw_rows": 128 + rank, "genome": "0 1"})
     with open(tmp_path / "population.csv", "w", newline="") as f:

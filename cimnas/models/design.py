@@ -63,10 +63,13 @@ class Design:
         return None if value is None else float(value)
 
     def network_key(self) -> tuple:
-        """Identity of the network (architecture + bits, not hardware): equal keys fine-tune alike."""
+        """Identity of the network that runs (architecture + bits of the active blocks, not
+        hardware, not the genes a shallower depth skips): equal keys fine-tune alike."""
         a, q = self.architecture, self.quantization
-        return (tuple(a.depths), tuple(a.kernels), tuple(a.hidden), a.resolution,
-                *(tuple(getattr(q, f)) for f in BIT_FIELDS))
+        active = a.active_blocks(self.space)
+        keep = lambda values: tuple(v if on else None for v, on in zip(values, active))  # noqa: E731
+        return (tuple(a.depths), keep(a.kernels), keep(a.hidden), a.resolution,
+                *(keep(getattr(q, f)) for f in BIT_FIELDS))
 
     def to_record(self) -> dict[str, Any]:
         """Plain-dict design file content (same layout as the search's ``best.json``)."""
