@@ -341,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
 
     out = a.out or f"{a.source.rstrip('/')}_to_{a.node:g}nm"
     config = _quiet(parse_config(["--config", a.config]), out)
+    if config.mode == "compare":  # a compare job's method folder: its name is the method
+        method = Path(a.source.rstrip("/")).name
+        if method not in ("joint", "hardware_only", "random", "two_stage"):
+            raise SystemExit(f"--from {a.source}: with a compare config, point at one method's folder "
+                             "(joint, hardware_only, two_stage or random)")
+        config = dataclasses.replace(config, mode="hardware_only" if method == "hardware_only" else "joint")
     values = read_genomes(a.source)
     res = transfer(config, values, a.node, a.generations)
     if a.full:
