@@ -449,3 +449,21 @@ def test_per_row_histograms_and_explicit_averages():
     fixed = Workload.from_layers([dict(layers[0], average_input_value=0.0, average_weight_value=0.5)])
     res = evaluate(fixed, HardwareBatch.from_params([HardwareParams()]))
     assert float(res.energy_by_component_j["cim_unit"][0]) == 0.0
+
+
+def test_package_evaluate_stays_callable_after_importing_the_command_module():
+    """``from cimnas.hw.evaluate import ...`` rebinds ``cimnas.hw.evaluate`` to the command module;
+    it must still score designs (regression: the search saw "'module' object is not callable")."""
+    import cimnas.hw as hw
+    from cimnas.hw.evaluate import main  # noqa: F401  (binds the package attribute to the module)
+    from cimnas.hw.cost_model import evaluate as cost_evaluate
+    from cimnas.models.space import Architecture, ArchBatch, QuantPolicy, apq_mbv2_tiny
+
+    space = apq_mbv2_tiny()
+    arch = ArchBatch.from_designs(space, [Architecture.largest(space)], [QuantPolicy.uniform(space, 8)])
+    hardware = HardwareBatch.from_params([HardwareParams()])
+    workload = workload_from_arch(space, arch)
+    assert callable(hw.evaluate)
+    via_package = hw.evaluate(workload, hardware)
+    direct = cost_evaluate(workload, hardware)
+    assert torch.equal(via_package.energy_j, direct.energy_j)

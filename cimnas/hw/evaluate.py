@@ -20,6 +20,7 @@ import json
 import math
 import statistics
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary))
     return 0
 
+
+class _CallableModule(types.ModuleType):
+    """Importing this command module binds the package attribute ``cimnas.hw.evaluate`` to it,
+    shadowing the cost-model function :func:`cimnas.hw.evaluate` of the same name (the command
+    keeps the name the docs promise: ``python -m cimnas.hw.evaluate``). Calling the module
+    therefore calls the cost model, so ``cimnas.hw.evaluate(workload, hardware)`` works either way."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())

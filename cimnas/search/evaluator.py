@@ -184,7 +184,8 @@ class DesignEvaluator:
     # ------------------------------------------------------------------ cost model
     def cost(self, genome: torch.Tensor) -> tuple[ArchBatch, Any, Any, Any]:
         """(ArchBatch, HardwareBatch, Workload, CostResult) of ``genome`` (raises on cost-model errors)."""
-        from cimnas.hw import evaluate, workload_from_arch
+        from cimnas.hw.cost_model import evaluate
+        from cimnas.hw.workload import workload_from_arch
 
         arch, hardware = self.genome.decode(genome)
         workload = workload_from_arch(self.genome.space, arch, value_stats=self.value_stats)
