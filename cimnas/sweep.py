@@ -207,6 +207,13 @@ def run_sweep(
                                 load_if_exists=True)
 
     def objective(trial: Any) -> float:
+        try:
+            return run_trial(trial)
+        except (TrialFailed, subprocess.TimeoutExpired) as exc:
+            trial.set_user_attr("error", str(exc))  # kept in trials.csv
+            raise
+
+    def run_trial(trial: Any) -> float:
         values = {k: suggest(trial, k, spec) for k, spec in params.items()}
         trial_dir = study_dir / f"trial_{trial.number:04d}"
         trial_dir.mkdir(parents=True, exist_ok=True)
@@ -257,7 +264,7 @@ def _write_reports(study: Any, study_dir: Path, metric: str) -> None:
     for t in study.trials:
         rows.append({"number": t.number, "state": t.state.name, metric: t.value,
                      "wall_s": t.user_attrs.get("wall_s"), **{f"param:{k}": v for k, v in t.params.items()},
-                     "command": t.user_attrs.get("command")})
+                     "error": t.user_attrs.get("error"), "command": t.user_attrs.get("command")})
     if rows:
         keys = list(dict.fromkeys(k for r in rows for k in r))
         buf = io.StringIO()

@@ -79,3 +79,34 @@ def test_failed_trials_are_recorded_not_fatal(tmp_path):
     result = run_sweep(path, n_trials=8, study_dir=tmp_path / "grid", seed=0)
     assert result["trials"] == 8 and result["completed"] == 4  # the 4 fail=true points failed
     assert result["best_value"] == 0.0 and result["best_params"]["x"] == 3.0
+
+
+def test_local_sweep_runs_two_trials_of_a_tiny_search(tmp_path):
+    """configs/sweeps/ga.yaml's command shape on a tiny search (the search writes its final
+    metrics for the runner; each trial is an offline W&B run)."""
+    from pathlib import Path
+
+    import torch
+
+    from cimnas.models.predictor import AccuracyPredictor
+    from cimnas.models.space import apq_mbv2_tiny
+
+    root = Path(__file__).resolve().parents[1]
+    torch.manual_seed(0)
+    predictor = tmp_path / "predictor.pt"
+    AccuracyPredictor(apq_mbv2_tiny()).save(predictor)
+    config = yaml.safe_load((root / "configs/sweeps/ga.yaml").read_text())
+    config["parameters"]["ga.popsize"] = {"values": [8, 12]}
+    config["parameters"]["ga.generations"] = {"value": 2}
+    config["program"] = str(root / "search.py")
+    config["command"] = config["command"][:-1] + [
+        f"--predictor={predictor}", "--value_stats=null", f"--output.dir={tmp_path / 'results'}",
+        "--threads=1", "${args}"]
+    path = tmp_path / "ga_tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_sweep(path, n_trials=2, study_dir=tmp_path / "study", seed=0, cwd=root)
+    assert result["completed"] == 2, (tmp_path / "study").glob("*/output.log")
+    for trial in ("trial_0000", "trial_0001"):
+        metrics = json.loads((tmp_path / "study" / trial / "metrics.json").read_text())
+        assert metrics["best_objective"] > 0 and 0 < metrics["best_accuracy"] <= 1
+    assert list((tmp_path / "results" / "wandb").glob("offline-run-*"))

@@ -39,6 +39,7 @@ from cimnas.search.genome import GenomeError, JointGenome
 from cimnas.search.objectives import ObjectiveConfig
 from cimnas.search.operators import first_occurrence
 from cimnas.search.problem import JointProblem
+from cimnas.tracking import write_metrics_file
 
 log = logging.getLogger("cimnas.search")
 
@@ -280,6 +281,7 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
     pick = best_index(problem, result.evals)
     best_design = setup.genome.to_designs(result.values[int(pick): int(pick) + 1])[0]
     best_metrics = {c: float(result.evals[int(pick), problem.column(c)]) for c in METRIC_COLUMNS if c != "reason_code"}
+    best_metrics["objective"] = float(result.evals[int(pick), 0])
     best_metrics["feasible"] = bool(feasible[int(pick)])
     best_metrics["reason"] = REASONS[int(result.evals[int(pick), problem.column("reason_code")])]
     write_json(out_dir / "best.json", design_record(setup.space, best_design, best_metrics,
@@ -759,11 +761,25 @@ def run_search(config: SearchConfig, accuracy: Any | None = None) -> dict[str, A
             write_json(out_dir / "summary.json", summary)
         if wandb_run is not None:
             _finish_wandb(wandb_run, summary, out_dir)
+        write_metrics_file(search_metrics(summary))  # for the local sweep runner (cimnas.sweep)
     except BaseException:
         if wandb_run is not None:
             wandb_run.finish(exit_code=1)
         raise
     return summary
+
+
+def search_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Final metrics of a search as plain numbers: ``best_<metric>`` of the best design
+    (``best_objective``, ``best_edap_j_s_mm2``, ``best_accuracy``, ...) plus run totals."""
+    out: dict[str, float] = {}
+    for key in ("n_evaluations", "wall_s", "evaluations_per_s", "n_feasible", "pareto_size"):
+        if isinstance(summary.get(key), (int, float)):
+            out[key] = float(summary[key])
+    for key, value in (summary.get("best") or {}).items():
+        if isinstance(value, (int, float)):
+            out[f"best_{key}"] = float(value)
+    return out
 
 
 def _print_best(result: MethodResult) -> None:
