@@ -804,6 +804,18 @@ def _finish_wandb(run: Any, summary: dict[str, Any], out_dir: Path) -> None:
         rows = summary["table"]
         cols = list(rows[0]) if rows else []
         run.log({"compare": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
+    pareto_csv = out_dir / "pareto.csv"
+    if pareto_csv.is_file() and pareto_csv.stat().st_size > 0:
+        with open(pareto_csv, newline="") as f:
+            rows = list(csv.reader(f))
+        if len(rows) > 1:
+            run.log({"pareto": wandb.Table(columns=rows[0], data=rows[1:])})
+    # the results folder (minus the W&B run itself) as a versioned artifact of the run
+    artifact = wandb.Artifact(f"search-results-{run.id}", type="search-results")
+    for path in sorted(out_dir.rglob("*")):
+        if path.is_file() and "wandb" not in path.relative_to(out_dir).parts:
+            artifact.add_file(str(path), name=str(path.relative_to(out_dir)))
+    run.log_artifact(artifact)
     write_json(Path(run.dir) / "search_summary.json", summary)
     run.finish()
 
