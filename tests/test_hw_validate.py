@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 # A copy of shared/reference/cimloop-layer-runs.json (24 native CiMLoop runs), shipped with the
 # tests so the calibration targets are checked on every checkout.
