@@ -44,8 +44,10 @@ def _designs(B: int, device: str, seed: int = 0):
     return space, arch, hw_space, genes
 
 
-def run_one(B: int, device: str, repeats: int) -> dict:
+def run_one(B: int, device: str, repeats: int, threads: int = 1) -> dict:
     import torch
+
+    torch.set_num_threads(threads)
 
     from cimnas.hw import evaluate, evaluate_arch, workload_from_arch
 
@@ -63,14 +65,14 @@ def run_one(B: int, device: str, repeats: int) -> dict:
         hw = hw_space.decode(genes)
         sync()
         t1, c1 = time.perf_counter(), time.process_time()
-        result = evaluate(workload, hw)
+        result = evaluate(workload, hw, num_threads=threads)
         sync()
         t2, c2 = time.perf_counter(), time.process_time()
         walls.append(t2 - t1)
         cpus.append(c2 - c1)
         e2e.append(t2 - t0)
         t3 = time.perf_counter()
-        evaluate_arch(space, arch, hw_space.decode(genes))
+        evaluate_arch(space, arch, hw_space.decode(genes), num_threads=threads)
         sync()
         lazy.append(time.perf_counter() - t3)
     out = {
@@ -104,15 +106,18 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 10_000, 100_000])
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads of the cost model's chunk pool and of torch (2 = both cores)")
     p.add_argument("--single", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.single is not None:
-        print(json.dumps(run_one(args.single, args.device, args.repeats)))
+        print(json.dumps(run_one(args.single, args.device, args.repeats, args.threads)))
         return
     rows = []
     for B in args.sizes:
         res = subprocess.run([sys.executable, __file__, "--single", str(B), "--device", args.device,
-                              "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
+                              "--repeats", str(args.repeats), "--threads", str(args.threads)],
+                             capture_output=True, text=True, check=True)
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         r = rows[-1]
         mem = r.get("peak_rss_mb", r.get("peak_mem_mb"))
