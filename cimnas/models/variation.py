@@ -456,10 +456,7 @@ def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str | N
             for r in csv.DictReader(fh):
                 if r["feasible"] != "True":
                     continue
-                a = Architecture(depths=[int(v) for v in r["depths"].split()], kernels=[int(v) for v in r["kernels"].split()],
-                                 hidden=[int(v) for v in r["hidden"].split()], resolution=int(r["resolution"]))
-                q = QuantPolicy.from_dict({k: [int(v) for v in r[k].split()] for k in
-                                           ("pw_w_bits", "pw_a_bits", "dw_w_bits", "dw_a_bits")})
+                a, q = _row_design(r)
                 x, y = _active_weight_bits(space, a, q)
                 pop_pw.append(x)
                 pop_dw.append(y)
@@ -476,22 +473,27 @@ def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str | N
     return rows
 
 
+def _row_design(row: dict[str, str]) -> tuple[Any, Any]:
+    """(Architecture, QuantPolicy) of one row of a search's ``population.csv`` / ``pareto.csv``."""
+    from cimnas.models.space import BIT_FIELDS, Architecture, QuantPolicy
+
+    ints = lambda key: [int(v) for v in row[key].split()]  # noqa: E731
+    arch = Architecture(depths=ints("depths"), kernels=ints("kernels"), hidden=ints("hidden"),
+                        resolution=int(row["resolution"]))
+    return arch, QuantPolicy.from_dict({k: ints(k) for k in BIT_FIELDS})
+
+
 def _read_designs(path: Path, space: Any) -> list[tuple[Any, Any, int, float, float]]:
     """(Architecture, QuantPolicy, bits per cell, EDAP, recorded accuracy) of the feasible rows of a
     results CSV."""
     import csv
-
-    from cimnas.models.space import Architecture, QuantPolicy
 
     out = []
     with path.open() as fh:
         for r in csv.DictReader(fh):
             if r["feasible"] != "True":
                 continue
-            a = Architecture(depths=[int(v) for v in r["depths"].split()], kernels=[int(v) for v in r["kernels"].split()],
-                             hidden=[int(v) for v in r["hidden"].split()], resolution=int(r["resolution"]))
-            q = QuantPolicy.from_dict({k: [int(v) for v in r[k].split()] for k in
-                                       ("pw_w_bits", "pw_a_bits", "dw_w_bits", "dw_a_bits")})
+            a, q = _row_design(r)
             out.append((a, q, int(float(r.get("hw_bits_per_cell", 1))), float(r["edap_j_s_mm2"]), float(r["accuracy"])))
     return out
 
