@@ -276,7 +276,6 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
         archive.add(result.values, result.evals)
     front_values = archive.values if archive.values is not None else result.values[:0]
     front_evals = archive.evals if archive.evals is not None else result.evals[:0]
-    designs = setup.genome.to_designs(result.values[: 1])
     source = {"method": result.name, "objective": problem.objective.label(), "config": setup.config.fingerprint()}
     pick = best_index(problem, result.evals)
     best_design = setup.genome.to_designs(result.values[int(pick): int(pick) + 1])[0]
@@ -338,14 +337,20 @@ def _finite(values: list[float]) -> list[float]:
     return [v if math.isfinite(v) and 0 < abs(v) < 1e150 else math.nan for v in values]
 
 
-def _plot_convergence(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,
-                      front: MethodResult, pick: int, written: list[str]) -> None:
+def _pyplot(plot_dir: Path) -> Any:
+    """matplotlib's pyplot on the non-interactive Agg backend, with ``plot_dir`` created."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plot_dir.mkdir(parents=True, exist_ok=True)
+    return plt
+
+
+def _plot_convergence(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,
+                      front: MethodResult, pick: int, written: list[str]) -> None:
+    plt = _pyplot(plot_dir)
     if result.history:
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
         gens = [r["generation"] for r in result.history]
@@ -367,12 +372,7 @@ def _plot_convergence(setup: Setup, result: MethodResult, plot_dir: Path, refere
 
 def _plot_pareto(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,
                  front: MethodResult, pick: int, written: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plot_dir.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot(plot_dir)
     feasible = result.evals[:, result.problem.cv_column] <= 0
     edap, acc = result.metric("edap_j_s_mm2"), result.metric("accuracy")
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -394,12 +394,7 @@ def _plot_pareto(setup: Setup, result: MethodResult, plot_dir: Path, reference: 
 
 def _plot_breakdown(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,
                     front: MethodResult, pick: int, written: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plot_dir.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot(plot_dir)
     rows = [(f"best ({result.name})", result.values[pick: pick + 1])]
     if reference is not None:
         rows.append((f"reference ({reference.name})", reference.values[:1]))
