@@ -8,7 +8,7 @@ The held-out indices depend only on the data-set size, ``val_size`` and ``seed``
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import lightning as L
 import torch
@@ -112,10 +112,6 @@ class SplitDataModule(L.LightningDataModule):
         idx = take_subset(torch.arange(len(self.train_eval_set)), num_images, seed, "num_images")
         loader = DataLoader(Subset(self.train_eval_set, idx.tolist()), batch_size=batch_size, shuffle=False)
         return [x for x, _ in loader]
-
-
-def apply_transform(transform: Callable[[Any], Any] | None, x: Any) -> Any:
-    return x if transform is None else transform(x)
 
 
 __all__: Sequence[str] = ["heldout_split", "take_subset", "SplitDataModule"]
