@@ -386,6 +386,15 @@ class OFASupernet(nn.Module):
         self.active_depths = [max(space.stage_depth_choices(s)) for s in range(space.num_stages)]
         self.active_arch = Architecture.largest(space)
         self.active_policy: QuantPolicy | None = None
+        self.channels_last = False
+
+    def use_channels_last(self, enabled: bool = True) -> "OFASupernet":
+        """Store conv weights and run activations in channels-last (NHWC) layout. Same results
+        (to float rounding); on CPU training is 1.2-1.6x and evaluation 1.4-2.7x faster for the
+        tiny space, because oneDNN's depthwise kernels prefer NHWC (see docs/supernet.md)."""
+        self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        self.channels_last = enabled
+        return self
 
     # ------------------------------------------------------------------ state
     def fixed_layers(self) -> list[QuantConv2d | QuantLinear]:
@@ -482,6 +491,8 @@ class OFASupernet(nn.Module):
 
     # ------------------------------------------------------------------ forward / export
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.first_block(self.stem(x))
         for s, blocks in enumerate(self._stage_blocks):
             for b in blocks[: self.active_depths[s]]:

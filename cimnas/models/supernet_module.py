@@ -71,6 +71,8 @@ class OFASupernetModule(L.LightningModule):
         seed: base seed of subnet sampling (same on every rank).
         calib_images / calib_batch_size: BN recalibration set for validation (OFA: 2000 / 200).
         init_from: weights-only start (a ``save_supernet`` file or a checkpoint of this module).
+        channels_last: run the supernet in NHWC layout (:meth:`OFASupernet.use_channels_last`;
+            1.2-2.7x faster on CPU, same results).
         export_path: where :func:`save_supernet` writes the final supernet after ``fit``.
     """
 
@@ -93,6 +95,7 @@ class OFASupernetModule(L.LightningModule):
         calib_batch_size: int = 200,
         init_from: str | None = None,
         export_path: str | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         phase_list = [p if isinstance(p, PhaseSpec) else PhaseSpec(**p) for p in (phases or default_phases())]
@@ -104,6 +107,8 @@ class OFASupernetModule(L.LightningModule):
         self.phases = phase_list
         self.space = get_space(space, **(space_overrides or {}))
         self.supernet = OFASupernet(self.space, kernel_transform, per_channel_weights, dropout)
+        if channels_last:
+            self.supernet.use_channels_last()
         self.metrics = torch.nn.ModuleDict({
             name: MulticlassAccuracy(num_classes=self.space.num_classes, average="micro") for name in VAL_SUBNETS})
         self.entered_phase = -1

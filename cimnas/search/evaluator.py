@@ -57,7 +57,7 @@ class ArtifactError(FileNotFoundError):
 
 #: The commands that regenerate the shipped default artifacts (README, "The full pipeline").
 REGENERATE_HINT = (
-    "the README's 'The full pipeline' steps 1-2 (`python train.py fit --config configs/supernet/fmnist_smoke.yaml`; "
+    "the README's 'The full pipeline' steps 1-2 (`python train.py fit --config configs/supernet/fmnist.yaml`; "
     "`python -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist_fp.yaml` and "
     "`--config configs/predictor/measure_fmnist.yaml`; `python train.py fit --config "
     "configs/predictor/fmnist_fp.yaml`, then `--config configs/predictor/fmnist_quant.yaml`) and "

@@ -168,6 +168,7 @@ def measure(
     devices: int = 1,
     num_nodes: int = 1,
     num_threads: int | None = 1,
+    channels_last: bool = True,
 ) -> str:
     """Measure ``num_samples`` designs of the supernet at ``supernet`` into ``output``.
 
@@ -187,6 +188,8 @@ def measure(
             an independent re-measurement of the same designs, for the label-noise ceiling).
         accelerator / devices / num_nodes: Lightning Fabric launch (one shard per rank).
         num_threads: torch CPU threads per rank (None: leave torch's default).
+        channels_last: evaluate in NHWC layout (same accuracies up to float rounding; 1.4-2.7x
+            faster on CPU).
     """
     import lightning as L
 
@@ -198,6 +201,8 @@ def measure(
     fabric.launch()
     rank, world = fabric.global_rank, fabric.world_size
     net = load_supernet(supernet, map_location="cpu").to(fabric.device).eval()
+    if channels_last:
+        net.use_channels_last()
     if hasattr(data, "prepare_data") and rank == 0:
         data.prepare_data()
     fabric.barrier()
