@@ -15,6 +15,7 @@ from cimnas.models.space import (
     get_space,
     ofa_mbv3,
     ofa_resnet50,
+    ofa_resnet50_tiny,
 )
 from cimnas.models.supernet import (
     OFASupernet,
@@ -138,8 +139,8 @@ def test_dynamic_se_equals_static_formula():
 # ---------------------------------------------------------------------- supernet vs exported subnet
 
 
-@pytest.mark.parametrize("space_fn", [apq_mbv2_tiny, _small_mbv3, _small_resnet],
-                         ids=["apq_mbv2_tiny", "ofa_mbv3_small", "ofa_resnet50_small"])
+@pytest.mark.parametrize("space_fn", [apq_mbv2_tiny, _small_mbv3, _small_resnet, ofa_resnet50_tiny],
+                         ids=["apq_mbv2_tiny", "ofa_mbv3_small", "ofa_resnet50_small", "ofa_resnet50_tiny"])
 @pytest.mark.parametrize("quantized", [False, True], ids=["float", "quant"])
 def test_export_equals_supernet(space_fn, quantized):
     torch.manual_seed(4)
@@ -316,6 +317,40 @@ def test_resnet50_space_structure():
         OFASupernet(ofa_resnet50(kernel_choices=(3, 5)))
     with pytest.raises(SpaceError, match="block_type='resnet'"):
         ofa_resnet50(block_type="resnet")
+
+
+def test_resnet50_tiny_space_at_28px():
+    """The Fashion-MNIST ResNet preset: OFA-ResNet50's structure at 1/8 width, 28 px never
+    shrinks to nothing, three distinct hidden widths per block, and the named networks order
+    by size (largest strictly more MACs and parameters than median and smallest)."""
+    from cimnas.hw.workload import workload_from_arch
+    from cimnas.models.space import ArchBatch
+    from cimnas.search.designs import named_network
+
+    space = get_space("ofa_resnet50_tiny")
+    assert space.num_blocks == 18 and space.stage_widths == [32, 64, 128, 256] and space.in_channels == 1
+    assert [space.stage_depth_choices(s) for s in range(4)] == [(2, 3, 4), (2, 3, 4), (4, 5, 6), (2, 3, 4)]
+    assert all(len(space.hidden_choices(b)) == 3 for b in range(space.num_blocks))
+    assert min(space.block_input_resolution(28)) >= 1 and space.final_resolution(28) == 1
+    torch.manual_seed(20)
+    net = OFASupernet(space)
+    images = torch.randn(4, 1, 28, 28)
+    sizes = {}
+    for name, arch in (("largest", Architecture.largest(space)), ("median", Architecture.median(space)),
+                       ("smallest", Architecture.smallest(space))):
+        arch.validate(space)
+        policy = QuantPolicy.uniform(space, 8)
+        net.set_active(arch, policy)
+        recalibrate_bn(net, [images])
+        net.eval()
+        sub = net.export_subnet().eval()
+        assert sub(images).shape == (4, 10)
+        macs = workload_from_arch(space, ArchBatch.from_designs(space, [arch], [policy])).macs().sum()
+        sizes[name] = (int(macs), sum(p.numel() for p in sub.parameters()))
+    for i in range(2):
+        assert sizes["largest"][i] > sizes["median"][i] > sizes["smallest"][i], sizes
+    for name in ("baseline_like", "largest", "smallest"):
+        named_network(space, name)  # valid for the search's network / experts fields
 
 
 def test_collect_workload_matches_cost_model_slots():

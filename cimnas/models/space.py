@@ -364,8 +364,24 @@ def ofa_resnet50(**overrides: Any) -> SearchSpace:
     return base.replace(**overrides) if overrides else base
 
 
+def ofa_resnet50_tiny(**overrides: Any) -> SearchSpace:
+    """A 1/8-width OFA-ResNet50 space for 28x28 grayscale data (Fashion-MNIST) on a CPU: the
+    structure of :func:`ofa_resnet50` (ResNet-D stem, 18 bottleneck blocks, depth per stage
+    {2,3,4} / {4,5,6}, hidden = {0.2, 0.25, 0.35} x output width, one 3x3 kernel, per-block bit
+    widths) with stage widths 32/64/128/256, an 8-wide stem, 10 classes and one resolution, 28.
+    Channels round to multiples of 2 (``channel_step=2``), so every block keeps three distinct
+    hidden widths (6/8/12 ... 52/64/90; multiples of 8 would merge the two smaller ratios).
+    Spatial size: 28 -> 14 (stem) -> 7 (max-pool) -> stages at 7, 4, 2, 1. About 0.72 M
+    parameters."""
+    base = ofa_resnet50(
+        name="ofa_resnet50_tiny", width_mult=0.125, channel_step=2, in_channels=1, num_classes=10,
+        resolution_choices=(28,),
+    )
+    return base.replace(**overrides) if overrides else base
+
+
 PRESETS = {"apq_mbv2": apq_mbv2, "ofa_mbv3": ofa_mbv3, "apq_mbv2_tiny": apq_mbv2_tiny,
-           "ofa_resnet50": ofa_resnet50}
+           "ofa_resnet50": ofa_resnet50, "ofa_resnet50_tiny": ofa_resnet50_tiny}
 
 
 def get_space(name_or_space: "str | SearchSpace | dict", **overrides: Any) -> SearchSpace:
@@ -588,6 +604,6 @@ class ArchBatch:
 
 __all__ = [
     "BIT_FIELDS", "SpaceError", "make_divisible", "StageSpec", "SearchSpace", "apq_mbv2",
-    "ofa_mbv3", "apq_mbv2_tiny", "ofa_resnet50", "PRESETS", "get_space", "Architecture", "QuantPolicy",
+    "ofa_mbv3", "apq_mbv2_tiny", "ofa_resnet50", "ofa_resnet50_tiny", "PRESETS", "get_space", "Architecture", "QuantPolicy",
     "ArchBatch",
 ]

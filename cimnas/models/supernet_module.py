@@ -59,7 +59,8 @@ class OFASupernetModule(L.LightningModule):
     """Trains an :class:`OFASupernet` with progressive shrinking.
 
     Args:
-        space: preset name (``apq_mbv2``, ``ofa_mbv3``, ``apq_mbv2_tiny``) or a space dict.
+        space: preset name (``apq_mbv2``, ``ofa_mbv3``, ``apq_mbv2_tiny``, ``ofa_resnet50``,
+            ``ofa_resnet50_tiny``) or a space dict.
         space_overrides: fields replaced in the space (e.g. ``{num_classes: 100}``).
         phases: the schedule; default :func:`~cimnas.models.supernet.default_phases`.
         kernel_transform / per_channel_weights / dropout: supernet options.
