@@ -1,0 +1,82 @@
+"""The tiny OFA-ResNet50 pipeline's configs (scripts/make_resnet_artifacts.sh and the two
+resnet_tiny search configs) parse and fit the ``ofa_resnet50_tiny`` space, without the artifacts
+in cimnas/artifacts/fmnist_resnet/ (they are produced later by the script)."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from cimnas.models.space import get_space
+
+ROOT = Path(__file__).resolve().parents[1]
+SEARCH_CONFIGS = ["configs/search/resnet_tiny_sram_7nm.yaml", "configs/search/resnet_tiny_sram_32nm.yaml"]
+ARTIFACTS = "cimnas/artifacts/fmnist_resnet"
+
+
+@pytest.mark.parametrize("path", SEARCH_CONFIGS, ids=lambda p: Path(p).stem)
+def test_resnet_tiny_search_config(path, monkeypatch):
+    from cimnas.search.cli import parse_config
+    from cimnas.search.run import build_setup, evaluate_fixed, expert_genome, resolve_network
+
+    monkeypatch.chdir(ROOT)
+    config = parse_config(["--config", path])
+    assert config.mode == "compare" and config.space == "ofa_resnet50_tiny"
+    assert config.compare_methods == ["joint", "hardware_only", "two_stage", "random", "fixed"]
+    assert config.predictor == f"{ARTIFACTS}/predictor.pt" and config.value_stats == f"{ARTIFACTS}/value_stats.pt"
+    assert config.output.dir == f"results/{Path(path).stem}"
+    assert [e.name for e in config.expert_designs] == ["baseline_like", "reference_rank1_hw"]
+    assert config.network == "largest" and all(e.network == "largest" for e in config.expert_designs)
+    space = get_space(config.space)
+    resolve_network(space, config.network)
+    # everything but the two artifacts: a constant accuracy stands in for the predictor
+    setup = build_setup(dataclasses.replace(config, predictor="constant:0.9", value_stats=None))
+    rows = [expert_genome(setup, e) for e in config.expert_designs]
+    result = evaluate_fixed(setup, "fixed", torch.cat(rows))
+    assert result.best_metrics()["feasible"]
+
+
+@pytest.mark.parametrize("path", ["configs/supernet/fmnist_resnet.yaml", "configs/predictor/fmnist_resnet.yaml"],
+                         ids=["supernet", "predictor"])
+def test_resnet_tiny_training_configs_parse(path, monkeypatch, capsys):
+    from cimnas.cli import train_cli
+
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as info:
+        train_cli(args=["fit", "--config", path, "--print_config"])
+    assert info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert printed.count("space: ofa_resnet50_tiny") >= 1
+    assert f"export_path: {ARTIFACTS}/" in printed
+
+
+def test_resnet_tiny_supernet_phases_and_predictor_shape():
+    import yaml
+
+    from cimnas.models.predictor import PredictorModule
+    from cimnas.models.supernet import OFASupernet, PhaseSpec
+
+    cfg = yaml.safe_load((ROOT / "configs/supernet/fmnist_resnet.yaml").read_text())
+    phases = [PhaseSpec(**p) for p in cfg["model"]["init_args"]["phases"]]
+    assert [p.name for p in phases] == ["full", "depth", "width", "quant"]
+    assert sum(p.epochs for p in phases) == cfg["trainer"]["max_epochs"]
+    space = get_space("ofa_resnet50_tiny")
+    assert all(p.kernels in (None, [3]) for p in phases)
+    full = OFASupernet(space).phase_choices(phases[0])
+    assert full["depths"] == [[max(space.stage_depth_choices(s))] for s in range(space.num_stages)]
+    pred = yaml.safe_load((ROOT / "configs/predictor/fmnist_resnet.yaml").read_text())["model"]["init_args"]
+    assert pred["transfer_from"] is None
+    PredictorModule(**{k: v for k, v in pred.items() if k != "export_path"})
+
+
+def test_resnet_tiny_measure_config_parses(capsys):
+    from cimnas.models.predictor.measure import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--config", str(ROOT / "configs/predictor/measure_fmnist_resnet.yaml"), "--print_config"])
+    assert info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert f"supernet: {ARTIFACTS}/supernet.pt" in printed
+    assert f"output: {ARTIFACTS}/predictor_records_quant.jsonl" in printed
+    assert "num_samples: 150" in printed and "quantized: true" in printed
