@@ -17,6 +17,7 @@ Target (issue 4): supernet >= 0.75x static.
 
     python benchmarks/bench_supernet.py                       # both default cases, CPU
     python benchmarks/bench_supernet.py --cases apq_mbv2_tiny:28:64 --device cuda
+    python benchmarks/bench_supernet.py --cases apq_mbv2_tiny:28:64 --channels-last   # NHWC
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def timm_compatible(space) -> bool:
 
 
 def run_case(space_name: str, which: str, resolution: int, batch: int, steps: int, warmup: int,
-             threads: int, device: str, queue) -> None:
+             threads: int, device: str, channels_last: bool, queue) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     from cimnas.models.space import Architecture, QuantPolicy, get_space
@@ -86,6 +87,11 @@ def run_case(space_name: str, which: str, resolution: int, batch: int, steps: in
     else:
         raise ValueError(which)
     model = model.to(device).train()
+    if channels_last:  # NHWC weights and inputs for every network alike
+        model = model.to(memory_format=torch.channels_last)
+        if isinstance(model, OFASupernet):
+            model.channels_last = True
+        x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     base_mb = _rss_mb("VmRSS")
     if device.startswith("cuda"):
@@ -124,12 +130,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="NHWC layout for every network (the training configs' channels_last: true)")
     args = parser.parse_args()
     from cimnas.models.space import get_space
 
     ctx = mp.get_context("spawn")
     print(f"torch {torch.__version__}, device {args.device}, threads {args.threads}, "
-          f"{args.steps} timed steps, CPU load avg {os.getloadavg()[0]:.1f}")
+          f"{'channels-last, ' if args.channels_last else ''}{args.steps} timed steps, CPU load avg {os.getloadavg()[0]:.1f}")
     for case in args.cases:
         space_name, res, batch = case.split(":")
         space = get_space(space_name)
@@ -141,7 +149,7 @@ def main() -> None:
         for w in which:
             q = ctx.Queue()
             p = ctx.Process(target=run_case, args=(space_name, w, int(res), int(batch), args.steps, args.warmup,
-                                                    args.threads, args.device, q))
+                                                    args.threads, args.device, args.channels_last, q))
             p.start()
             rows.append(q.get())
             p.join()

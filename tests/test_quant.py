@@ -10,6 +10,7 @@ from cimnas.models.quant import (
     QuantLinear,
     act_levels,
     fake_quant_act,
+    fake_quant_act_reference,
     fake_quant_weight,
     weight_levels,
 )
@@ -67,6 +68,46 @@ def test_straight_through_and_pact_gradients():
     assert torch.equal(x.grad[inside], torch.ones(int(inside.sum())))
     assert torch.all(x.grad[~inside] == 0)
     assert alpha.grad == float((x.detach() >= 6).sum())  # PACT: clipped values push alpha
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("bits", [2, 4, 6, 8])
+def test_fused_act_quant_equals_composed_ops(bits, signed):
+    """The one-node fake quantizer (training and no-grad paths) gives the composed ops' values
+    and gradients (continuous data: no value exactly on a clip boundary)."""
+    gen = torch.Generator().manual_seed(bits + 10 * signed)
+    x0 = torch.randn(4, 6, 5, 5, generator=gen) * 3 + (0.0 if signed else 2.0)
+    upstream = torch.randn(4, 6, 5, 5, generator=gen)
+    grads = []
+    for fn in (fake_quant_act, fake_quant_act_reference):
+        x = x0.clone().requires_grad_()
+        alpha = torch.tensor(2.5, requires_grad=True)
+        out = fn(x, alpha, bits, signed)
+        (out * upstream).sum().backward()
+        grads.append((out.detach(), x.grad, alpha.grad))
+    (out_f, gx_f, ga_f), (out_r, gx_r, ga_r) = grads
+    assert torch.equal(out_f, out_r)
+    assert torch.equal(gx_f, gx_r)
+    assert torch.allclose(ga_f, ga_r, atol=1e-5)
+    with torch.no_grad():
+        assert torch.equal(fake_quant_act(x0, torch.tensor(2.5), bits, signed), out_r)
+
+
+def test_fake_quant_keeps_channels_last_strides():
+    """Quantized weights and activations keep their input's exact strides (also where the shape
+    is ambiguous between layouts), so NHWC supernets stay on oneDNN's NHWC kernels."""
+    cl = torch.channels_last
+    for shape in [(8, 1, 3, 3), (24, 4, 1, 1), (16, 8, 3, 3)]:
+        w = torch.randn(*shape).contiguous(memory_format=cl).requires_grad_()
+        assert fake_quant_weight(w, 4).stride() == w.stride()
+        with torch.no_grad():
+            assert fake_quant_weight(w, 4).stride() == w.stride()
+    for shape in [(2, 1, 6, 6), (2, 5, 6, 6)]:
+        x = torch.randn(*shape).contiguous(memory_format=cl).requires_grad_()
+        q = fake_quant_act(x, torch.tensor(1.0, requires_grad=True), 4, signed=True)
+        assert q.stride() == x.stride()
+        q.sum().backward()
+        assert x.grad.stride() == x.stride()
 
 
 def test_act_quantizer_initialises_range_from_data():

@@ -59,12 +59,29 @@ def weight_levels(weight: torch.Tensor, bits: int, per_channel: bool = True) -> 
     return torch.round(weight.detach() / scale).clamp_(-qmax, qmax), scale
 
 
+class _FakeQuantWeight(torch.autograd.Function):
+    """``levels * scale`` forward, identity gradient (straight-through) backward. The result has
+    exactly the weight's strides, so a channels-last weight stays channels-last even where the
+    shape is ambiguous (``C_in = 1`` or 1x1 kernels) and oneDNN keeps the fast NHWC kernels."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
+        levels, scale = weight_levels(weight, bits, per_channel)
+        return torch.mul(levels, scale, out=torch.empty_like(weight))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None, None
+
+
 def fake_quant_weight(weight: torch.Tensor, bits: int | None, per_channel: bool = True) -> torch.Tensor:
-    """Quantize-dequantize with a straight-through gradient (identity)."""
+    """Quantize-dequantize with a straight-through gradient (identity); keeps the weight's strides."""
     if not is_quantized(bits):
         return weight
-    levels, scale = weight_levels(weight, bits, per_channel)
-    return weight + (levels * scale - weight).detach()
+    if not torch.is_grad_enabled() or not weight.requires_grad:
+        levels, scale = weight_levels(weight, bits, per_channel)
+        return torch.mul(levels, scale, out=torch.empty_like(weight))
+    return _FakeQuantWeight.apply(weight, bits, per_channel)
 
 
 # ---------------------------------------------------------------------- activations
@@ -80,12 +97,61 @@ def _clip(x: torch.Tensor, alpha: torch.Tensor, signed: bool) -> torch.Tensor:
     return torch.minimum(torch.maximum(x, lower), alpha)
 
 
-def fake_quant_act(x: torch.Tensor, alpha: torch.Tensor, bits: int | None, signed: bool) -> torch.Tensor:
-    if not is_quantized(bits):
-        return x
+class _FakeQuantAct(torch.autograd.Function):
+    """PACT fake quantization in one node: forward ``round(clip(x) / step) * step``; backward
+    straight-through inside the clip range, and ``alpha`` collects the gradient of the clipped
+    elements (``+g`` above ``alpha``, ``-g`` below ``-alpha`` when signed). Same values and
+    gradients as the composed ops (:func:`fake_quant_act_reference`) except on exact ties
+    ``x == ±alpha``, where those split the gradient half-half; fewer passes over memory, no
+    intermediate tensors kept for backward, and the output has exactly ``x``'s strides (a
+    channels-last activation stays channels-last: QAT on CPU is dominated by these ops)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, grid: int, signed: bool) -> torch.Tensor:
+        a = alpha.to(x.dtype)
+        step = a / grid
+        out = torch.clamp(x, min=-a if signed else torch.zeros_like(a), max=a, out=torch.empty_like(x))
+        out.div_(step).round_().mul_(step)
+        ctx.save_for_backward(x, alpha)
+        ctx.signed = signed
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, alpha = ctx.saved_tensors
+        a = alpha.to(x.dtype)
+        above = x >= a
+        grad_alpha = None
+        if ctx.needs_input_grad[1]:
+            ga = grad.masked_fill(~above, 0).sum()
+            if ctx.signed:
+                ga = ga - grad.masked_fill(x > -a, 0).sum()
+            grad_alpha = ga.to(alpha.dtype).reshape(alpha.shape)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            outside = above | (x <= -a) if ctx.signed else above | (x <= 0)
+            grad_x = grad.masked_fill(outside, 0)
+        return grad_x, grad_alpha, None, None
+
+
+def fake_quant_act_reference(x: torch.Tensor, alpha: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+    """:func:`fake_quant_act` written as composed autograd ops (the definition it is tested against)."""
     step = alpha / _act_grid(bits, signed)
     clipped = _clip(x, alpha, signed)
     return clipped + (torch.round(clipped / step) * step - clipped).detach()
+
+
+def fake_quant_act(x: torch.Tensor, alpha: torch.Tensor, bits: int | None, signed: bool) -> torch.Tensor:
+    """Quantize-dequantize an activation on the ``bits``-bit grid of ``[0, alpha]`` (unsigned) or
+    ``[-alpha, alpha]`` (signed); straight-through gradient to ``x``, PACT gradient to ``alpha``."""
+    if not is_quantized(bits):
+        return x
+    grid = _act_grid(bits, signed)
+    if not torch.is_grad_enabled() or not (x.requires_grad or alpha.requires_grad):
+        a = alpha.detach().to(x.dtype)
+        out = torch.clamp(x, min=-a if signed else torch.zeros_like(a), max=a, out=torch.empty_like(x))
+        return out.div_(a / grid).round_().mul_(a / grid)
+    return _FakeQuantAct.apply(x, alpha, grid, signed)
 
 
 def act_levels(x: torch.Tensor, alpha: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:

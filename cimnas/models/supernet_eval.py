@@ -28,19 +28,22 @@ def evaluate_reference_subnets(
     calib_images: int = 2000,
     calib_batch_size: int = 200,
     eval_batch_size: int = 500,
-    bits: int = 4,
+    bits: list[int] = [8, 4],
     seed: int = 0,
     threads: int = 1,
+    channels_last: bool = True,
     out: str | None = None,
 ) -> dict[str, float]:
-    """Top-1 (fraction) of the largest, median and smallest subnets in float and at ``bits``
-    bits everywhere searchable, on Fashion-MNIST's held-out split (``val_size`` / ``seed`` must
+    """Top-1 (fraction) of the largest, median and smallest subnets in float and at each of
+    ``bits`` bits everywhere searchable (keys ``<subnet>_fp``, ``<subnet>_w<b>a<b>``), on Fashion-MNIST's held-out split (``val_size`` / ``seed`` must
     match the training data module). ``threads``: torch intra-op threads (1 on a shared CPU:
     OpenMP barriers make small convs much slower with more threads than free cores). Writes
-    JSON to ``out`` when given."""
+    JSON to ``out`` when given. ``channels_last``: NHWC evaluation (faster on CPU)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     net = load_supernet(supernet)
+    if channels_last:
+        net.use_channels_last()
     space = net.space
     dm = FashionMNISTDataModule(data_dir=data_dir, eval_batch_size=eval_batch_size, val_size=val_size,
                                 val_subset=val_subset, seed=seed, resolution=max(space.resolution_choices),
@@ -50,7 +53,8 @@ def evaluate_reference_subnets(
     results: dict[str, float] = {}
     for name, arch in (("largest", Architecture.largest(space)), ("median", Architecture.median(space)),
                        ("smallest", Architecture.smallest(space))):
-        for tag, policy in (("fp", None), (f"w{bits}a{bits}", QuantPolicy.uniform(space, bits))):
+        policies = [("fp", None)] + [(f"w{b}a{b}", QuantPolicy.uniform(space, b)) for b in bits]
+        for tag, policy in policies:
             start = time.perf_counter()
             net.set_active(arch, policy)
             recalibrate_bn(net, calib)
