@@ -3,7 +3,7 @@
 # supernet -> quantized predictor records -> predictor -> layer value statistics (space
 # ofa_resnet50_tiny, Fashion-MNIST). They feed configs/search/resnet_tiny_sram_{7,32}nm.yaml.
 # CPU, 1 thread (OMP_NUM_THREADS, default 1): about 10-15 min supernet + 1 min accuracy report
-# + 5 min records (150 x ~1.7 s) + 1 min predictor + seconds for the statistics, ~12 min in
+# + 10 min records (400 x ~1.5 s) + 1 min predictor + seconds for the statistics, ~12 min in
 # all on a busy 2-core machine (supernet part: ~20 min) (per-step rates of smoke runs). On a GPU pass
 # e.g. --trainer.accelerator gpu to the train.py steps by editing the configs.
 set -euo pipefail
