@@ -371,3 +371,24 @@ def test_agreement_of_two_measurements(tmp_path):
     m = agreement(str(a), str(tmp_path / "b.jsonl"))
     assert m["num_configs"] == 10 and m["rmse"] == pytest.approx(0.001, rel=1e-3)
     assert 0.5 < m["kendall"] <= 1.0
+
+
+def test_diagnose_separates_a_learnable_target_from_noise(tmp_path):
+    """``diagnose`` sees the capacity effect and the linear learnability of a monotone synthetic
+    target, and neither in shuffled labels of the same designs."""
+    from cimnas.models.predictor.diagnose import diagnose
+
+    space = get_space("apq_mbv2_tiny")
+    path = synthetic_records(space, 200, True, seed=3, path=tmp_path / "q.jsonl")
+    good = diagnose([str(path)], space=space.name, quantized=True)
+    assert good["capacity_tau"]["depth"] > 0.5 and good["capacity_tau"]["hidden"] > 0.3, good
+    assert good["ridge_curve_held_out_tau"]["160"] > 0.7, good
+    records = read_records(path)
+    accs = [r["accuracy"] for r in records]
+    perm = torch.randperm(len(accs), generator=torch.Generator().manual_seed(0)).tolist()
+    shuffled = [{**r, "accuracy": accs[p]} for r, p in zip(records, perm)]
+    write_records_atomic(tmp_path / "s.jsonl", shuffled)
+    noise = diagnose([str(tmp_path / "s.jsonl")], space=space.name, quantized=True)
+    assert abs(noise["ridge_curve_held_out_tau"]["160"]) < 0.3, noise
+    assert all(abs(t) < 0.2 for t in noise["capacity_tau"].values()), noise
+    assert noise["spread_pt"] == good["spread_pt"]

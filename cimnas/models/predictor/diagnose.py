@@ -1,0 +1,112 @@
+"""Is a record set learnable? Label spread, capacity correlations and a linear learning curve.
+
+    python -m cimnas.models.predictor.diagnose --records cimnas/artifacts/fmnist/predictor_records_fp.jsonl \\
+        --space apq_mbv2_tiny [--quantized true]
+
+Before blaming the predictor for a low held-out Kendall tau, look at the labels:
+
+- ``spread``: mean / std / min / max of the measured top-1 (percentage points);
+- ``capacity_tau``: Kendall tau of the accuracy against the active depth, the mean active
+  kernel, the total active hidden width and (quantized) the mean active bit width. On a
+  converged once-for-all supernet these are clearly positive (bigger subnets are better); near 0
+  means the subnets' accuracies are set by how well each one happens to be trained, not by its
+  size — a property of the supernet, which no predictor can fix;
+- ``ridge_curve``: held-out tau of a ridge regression on the one-hot features at growing training
+  sizes (same seeded split as :class:`~cimnas.models.predictor.data.PredictorDataModule`). A
+  plateau says more records of the same kind will not help an additive model.
+
+Pair it with :mod:`cimnas.models.predictor.agreement` (re-measurement ceiling).
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torchmetrics.functional.regression import kendall_rank_corrcoef
+
+from cimnas.models.predictor.data import records_to_batch
+from cimnas.models.predictor.encoding import ArchEncoder
+from cimnas.models.predictor.records import read_records
+from cimnas.models.space import get_space
+
+
+def _tau(x: torch.Tensor, y: torch.Tensor) -> float | None:
+    """Kendall tau; None when either side is constant (e.g. the kernel of a ResNet space)."""
+    if bool((x == x[0]).all()) or bool((y == y[0]).all()):
+        return None
+    return float(kendall_rank_corrcoef(x.double(), y.double()))
+
+
+def ridge_fit_predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, lam: float) -> torch.Tensor:
+    """Ridge regression with an unpenalised intercept (closed form, float64)."""
+    x, y, t = train_x.double(), train_y.double(), test_x.double()
+    x_mean, y_mean = x.mean(0), y.mean()
+    xc = x - x_mean
+    w = torch.linalg.solve(xc.T @ xc + lam * torch.eye(x.shape[1], dtype=x.dtype), xc.T @ (y - y_mean))
+    return (t - x_mean) @ w + y_mean
+
+
+def diagnose(
+    records: list[str],
+    space: str = "apq_mbv2_tiny",
+    quantized: bool = False,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    ridge_lambda: float = 10.0,
+) -> dict:
+    """Label statistics of ``records`` (see the module docstring); prints and returns a dict."""
+    space_obj = get_space(space)
+    seen, rows = set(), []
+    for path in records:
+        for r in read_records(path):
+            if r["key"] not in seen:
+                seen.add(r["key"])
+                rows.append(r)
+    if len(rows) < 10:
+        raise ValueError(f"records={records}: {len(rows)} distinct designs; need at least 10")
+    rows.sort(key=lambda r: r["key"])  # the data module's order, so the split matches
+    batch = records_to_batch(space_obj, rows, quantized)
+    acc = torch.tensor([float(r["accuracy"]) for r in rows], dtype=torch.float64)
+    active = batch.active_blocks(space_obj).double()
+    n_active = active.sum(1)
+    capacity = {
+        "depth": n_active,
+        "kernel": (batch.kernels.double() * active).sum(1) / n_active,
+        "hidden": (batch.hidden.double() * active).sum(1),
+    }
+    if quantized:
+        capacity["bits"] = (batch.bits.double() * active.unsqueeze(-1)).sum((1, 2)) / (4 * n_active)
+    features = ArchEncoder(space_obj).encode(batch, quantized=quantized).double()
+    n = len(rows)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    n_test = max(2, round(test_fraction * n))
+    test_idx, train_idx = perm[:n_test], perm[n_test:]
+    curve = {}
+    for size in sorted({max(5, len(train_idx) // 8), max(5, len(train_idx) // 4), max(5, len(train_idx) // 2),
+                        len(train_idx)}):
+        idx = train_idx[:size]
+        pred = ridge_fit_predict(features[idx], acc[idx], features[test_idx], ridge_lambda)
+        tau = _tau(pred, acc[test_idx])
+        curve[str(size)] = None if tau is None else round(tau, 4)
+    out = {
+        "records": n,
+        "quantized": quantized,
+        "spread_pt": {"mean": round(100 * float(acc.mean()), 3), "std": round(100 * float(acc.std()), 3),
+                      "min": round(100 * float(acc.min()), 3), "max": round(100 * float(acc.max()), 3)},
+        "capacity_tau": {k: (None if (t := _tau(v, acc)) is None else round(t, 4)) for k, v in capacity.items()},
+        "ridge_curve_held_out_tau": curve,
+        "held_out": n_test,
+    }
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def main(args: list[str] | None = None) -> None:
+    from jsonargparse import CLI
+
+    CLI(diagnose, args=args, as_positional=False)
+
+
+if __name__ == "__main__":
+    main()
