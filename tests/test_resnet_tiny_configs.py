@@ -79,18 +79,18 @@ def test_resnet_tiny_measure_config_parses(capsys):
     printed = capsys.readouterr().out
     assert f"supernet: {ARTIFACTS}/supernet.pt" in printed
     assert f"output: {ARTIFACTS}/predictor_records_quant.jsonl" in printed
-    assert "num_samples: 150" in printed and "quantized: true" in printed
+    assert "num_samples: 400" in printed and "quantized: true" in printed
 
 
 # ---------------------------------------------------------------------- shipped artifacts
 
-ARTIFACTS = {
+SHIPPED = {
     "fmnist": ("apq_mbv2_tiny", ["predictor_records_fp.jsonl", "predictor_records_quant.jsonl"]),
     "fmnist_resnet": ("ofa_resnet50_tiny", ["predictor_records_quant.jsonl"]),
 }
 
 
-@pytest.mark.parametrize("name", sorted(ARTIFACTS))
+@pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_records_come_from_the_shipped_supernet(name):
     """Every shipped record was measured on the shipped supernet (no stale artifact mix)."""
     import json
@@ -99,20 +99,20 @@ def test_shipped_records_come_from_the_shipped_supernet(name):
 
     root = Path(__file__).resolve().parents[1] / "cimnas" / "artifacts" / name
     sha = file_sha256(root / "supernet.pt")[:16]
-    for records in ARTIFACTS[name][1]:
+    for records in SHIPPED[name][1]:
         lines = (root / records).read_text().splitlines()
         assert len(lines) >= 100
         assert {json.loads(line)["supernet_sha256"] for line in lines} == {sha}, records
 
 
-@pytest.mark.parametrize("name", sorted(ARTIFACTS))
+@pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_predictor_prefers_8_bit_over_4_bit(name):
     """The shipped quantization-aware predictors know what the supernet measures: the largest
     network at w8a8 is more accurate than at w4a4 (measured: 2.0 pt for the tiny ResNet)."""
     from cimnas.models.predictor.predictor import AccuracyPredictor
     from cimnas.models.space import Architecture, ArchBatch, QuantPolicy, get_space
 
-    space_name = ARTIFACTS[name][0]
+    space_name = SHIPPED[name][0]
     root = Path(__file__).resolve().parents[1] / "cimnas" / "artifacts" / name
     predictor = AccuracyPredictor.from_checkpoint(root / "predictor.pt")
     space = get_space(space_name)
