@@ -20,14 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared, loaded CPU, OpenMP barriers make many tiny convs with
-    two threads several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 
 def _data(n: int = 32, seed: int = 0) -> TensorDataset:
     """Learnable synthetic images: class k has a bright k-th horizontal band."""

@@ -59,6 +59,12 @@ def weight_levels(weight: torch.Tensor, bits: int, per_channel: bool = True) -> 
     return torch.round(weight.detach() / scale).clamp_(-qmax, qmax), scale
 
 
+def _dequantized_weight(weight: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
+    """``levels * scale`` with exactly the weight's strides (no autograd)."""
+    levels, scale = weight_levels(weight, bits, per_channel)
+    return torch.mul(levels, scale, out=torch.empty_like(weight))
+
+
 class _FakeQuantWeight(torch.autograd.Function):
     """``levels * scale`` forward, identity gradient (straight-through) backward. The result has
     exactly the weight's strides, so a channels-last weight stays channels-last even where the
@@ -66,8 +72,7 @@ class _FakeQuantWeight(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
-        levels, scale = weight_levels(weight, bits, per_channel)
-        return torch.mul(levels, scale, out=torch.empty_like(weight))
+        return _dequantized_weight(weight, bits, per_channel)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -79,8 +84,7 @@ def fake_quant_weight(weight: torch.Tensor, bits: int | None, per_channel: bool 
     if not is_quantized(bits):
         return weight
     if not torch.is_grad_enabled() or not weight.requires_grad:
-        levels, scale = weight_levels(weight, bits, per_channel)
-        return torch.mul(levels, scale, out=torch.empty_like(weight))
+        return _dequantized_weight(weight, bits, per_channel)
     return _FakeQuantWeight.apply(weight, bits, per_channel)
 
 
@@ -97,6 +101,14 @@ def _clip(x: torch.Tensor, alpha: torch.Tensor, signed: bool) -> torch.Tensor:
     return torch.minimum(torch.maximum(x, lower), alpha)
 
 
+def _dequantized_act(x: torch.Tensor, alpha: torch.Tensor, grid: int, signed: bool) -> torch.Tensor:
+    """``round(clip(x) / step) * step`` with exactly ``x``'s strides (no autograd)."""
+    a = alpha.to(x.dtype)
+    step = a / grid
+    out = torch.clamp(x, min=-a if signed else torch.zeros_like(a), max=a, out=torch.empty_like(x))
+    return out.div_(step).round_().mul_(step)
+
+
 class _FakeQuantAct(torch.autograd.Function):
     """PACT fake quantization in one node: forward ``round(clip(x) / step) * step``; backward
     straight-through inside the clip range, and ``alpha`` collects the gradient of the clipped
@@ -108,13 +120,9 @@ class _FakeQuantAct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, grid: int, signed: bool) -> torch.Tensor:
-        a = alpha.to(x.dtype)
-        step = a / grid
-        out = torch.clamp(x, min=-a if signed else torch.zeros_like(a), max=a, out=torch.empty_like(x))
-        out.div_(step).round_().mul_(step)
         ctx.save_for_backward(x, alpha)
         ctx.signed = signed
-        return out
+        return _dequantized_act(x, alpha.detach(), grid, signed)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -148,9 +156,7 @@ def fake_quant_act(x: torch.Tensor, alpha: torch.Tensor, bits: int | None, signe
         return x
     grid = _act_grid(bits, signed)
     if not torch.is_grad_enabled() or not (x.requires_grad or alpha.requires_grad):
-        a = alpha.detach().to(x.dtype)
-        out = torch.clamp(x, min=-a if signed else torch.zeros_like(a), max=a, out=torch.empty_like(x))
-        return out.div_(a / grid).round_().mul_(a / grid)
+        return _dequantized_act(x, alpha.detach(), grid, signed)
     return _FakeQuantAct.apply(x, alpha, grid, signed)
 
 

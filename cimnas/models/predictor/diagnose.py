@@ -12,7 +12,7 @@ Before blaming the predictor for a low held-out Kendall tau, look at the labels:
   means the subnets' accuracies are set by how well each one happens to be trained, not by its
   size — a property of the supernet, which no predictor can fix;
 - ``ridge_curve``: held-out tau of a ridge regression on the one-hot features at growing training
-  sizes (same seeded split as :class:`~cimnas.models.predictor.data.PredictorDataModule`). A
+  sizes (the seeded train / held-out split of :class:`~cimnas.models.predictor.data.PredictorDataModule`). A
   plateau says more records of the same kind will not help an additive model.
 
 Pair it with :mod:`cimnas.models.predictor.agreement` (re-measurement ceiling).
@@ -25,10 +25,7 @@ import json
 import torch
 from torchmetrics.functional.regression import kendall_rank_corrcoef
 
-from cimnas.models.predictor.data import records_to_batch
-from cimnas.models.predictor.encoding import ArchEncoder
-from cimnas.models.predictor.records import read_records
-from cimnas.models.space import get_space
+from cimnas.models.predictor.data import PredictorDataModule, records_to_batch
 
 
 def _tau(x: torch.Tensor, y: torch.Tensor) -> float | None:
@@ -56,19 +53,17 @@ def diagnose(
     ridge_lambda: float = 10.0,
 ) -> dict:
     """Label statistics of ``records`` (see the module docstring); prints and returns a dict."""
-    space_obj = get_space(space)
-    seen, rows = set(), []
-    for path in records:
-        for r in read_records(path):
-            if r["key"] not in seen:
-                seen.add(r["key"])
-                rows.append(r)
+    data = PredictorDataModule(records, space=space, quantized=quantized, test_fraction=test_fraction,
+                               val_fraction=0.0, split_seed=split_seed)
+    rows = data.load_records()  # deduplicated, in the data module's order
     if len(rows) < 10:
         raise ValueError(f"records={records}: {len(rows)} distinct designs; need at least 10")
-    rows.sort(key=lambda r: r["key"])  # the data module's order, so the split matches
-    batch = records_to_batch(space_obj, rows, quantized)
+    data.setup()  # the predictor's own train / held-out split of the encoded features
+    train_x, train_y = data.splits["train"].tensors
+    test_x, test_y = data.splits["test"].tensors
+    batch = records_to_batch(data.space, rows, quantized)
     acc = torch.tensor([float(r["accuracy"]) for r in rows], dtype=torch.float64)
-    active = batch.active_blocks(space_obj).double()
+    active = batch.active_blocks(data.space).double()
     n_active = active.sum(1)
     capacity = {
         "depth": n_active,
@@ -77,18 +72,13 @@ def diagnose(
     }
     if quantized:
         capacity["bits"] = (batch.bits.double() * active.unsqueeze(-1)).sum((1, 2)) / (4 * n_active)
-    features = ArchEncoder(space_obj).encode(batch, quantized=quantized).double()
-    n = len(rows)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
-    n_test = max(2, round(test_fraction * n))
-    test_idx, train_idx = perm[:n_test], perm[n_test:]
-    curve = {}
-    for size in sorted({max(5, len(train_idx) // 8), max(5, len(train_idx) // 4), max(5, len(train_idx) // 2),
-                        len(train_idx)}):
-        idx = train_idx[:size]
-        pred = ridge_fit_predict(features[idx], acc[idx], features[test_idx], ridge_lambda)
-        tau = _tau(pred, acc[test_idx])
+    n_train, curve = len(train_y), {}
+    for size in sorted({max(5, n_train // 8), max(5, n_train // 4), max(5, n_train // 2), n_train}):
+        pred = ridge_fit_predict(train_x[:size], train_y[:size], test_x, ridge_lambda)
+        tau = _tau(pred, test_y)
         curve[str(size)] = None if tau is None else round(tau, 4)
+    n = len(rows)
+    n_test = len(test_y)
     out = {
         "records": n,
         "quantized": quantized,
