@@ -18,9 +18,8 @@ Typical use (how the predictor measures accuracies)::
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
