@@ -8,6 +8,7 @@ import json
 import lightning as L
 import pytest
 import torch
+from torchmetrics.functional.regression import kendall_rank_corrcoef
 
 from cimnas.models.predictor import AccuracyMLP, AccuracyPredictor, ArchEncoder, PredictorDataModule, PredictorModule
 from cimnas.models.predictor.measure import measure_shard, merge_shards, sample_design, shard_path
@@ -392,3 +393,54 @@ def test_diagnose_separates_a_learnable_target_from_noise(tmp_path):
     assert abs(noise["ridge_curve_held_out_tau"]["160"]) < 0.3, noise
     assert all(abs(t) < 0.2 for t in noise["capacity_tau"].values()), noise
     assert noise["spread_pt"] == good["spread_pt"]
+
+
+def test_label_ceiling_matches_a_simulated_measurement():
+    """Spearman-Brown + Greiner: the ceiling predicted from two disjoint half measurements equals
+    the Kendall tau of the true accuracy against the full-set label (Gaussian simulation)."""
+    from cimnas.models.predictor.agreement import kendall_from_pearson, label_ceiling, spearman_brown
+
+    assert spearman_brown(0.5, 1.0) == pytest.approx(0.5)
+    assert spearman_brown(0.5, 2.0) == pytest.approx(2 / 3)
+    assert spearman_brown(-0.1, 4.0) == 0.0
+    assert spearman_brown(0.3, 2.0) < spearman_brown(0.3, 4.0) < 1.0
+    assert kendall_from_pearson(0.0) == 0.0 and kendall_from_pearson(1.0) == pytest.approx(1.0)
+    g = torch.Generator().manual_seed(0)
+    n, noise_var_half = 20000, 0.5  # noise variance of a label on one half of the images
+    true = torch.randn(n, generator=g, dtype=torch.float64)
+    half_a = true + noise_var_half ** 0.5 * torch.randn(n, generator=g, dtype=torch.float64)
+    half_b = true + noise_var_half ** 0.5 * torch.randn(n, generator=g, dtype=torch.float64)
+    full = (half_a + half_b) / 2  # the label on both halves
+    pair_r = float(torch.corrcoef(torch.stack([half_a, half_b]))[0, 1])
+    ceiling = label_ceiling(pair_r, 2500, 5000)
+    assert ceiling["label_reliability"] == pytest.approx(1 / (1 + noise_var_half / 2), abs=0.01)
+    assert ceiling["ceiling_pearson"] == pytest.approx(float(torch.corrcoef(torch.stack([true, full]))[0, 1]), abs=0.01)
+    sub = slice(0, 3000)  # Kendall on a subset (quadratic cost)
+    measured_tau = float(kendall_rank_corrcoef(true[sub], full[sub]))
+    assert ceiling["ceiling_kendall"] == pytest.approx(measured_tau, abs=0.03)
+    with pytest.raises(ValueError, match="label_images"):
+        label_ceiling(0.5, 2500, 0)
+
+
+def test_agreement_reports_the_ceiling_only_for_disjoint_images(tmp_path):
+    from cimnas.models.predictor.agreement import agreement
+
+    space = get_space("apq_mbv2_tiny")
+    records = read_records(synthetic_records(space, 30, False, seed=6, path=tmp_path / "s.jsonl"))
+    g = torch.Generator().manual_seed(1)
+    a = [{**r, "eval_skip": 0, "eval_images": 2500,
+          "accuracy": r["accuracy"] + 0.002 * float(torch.randn(1, generator=g))} for r in records]
+    b = [{**r, "eval_skip": 2500, "eval_images": 2500,
+          "accuracy": r["accuracy"] + 0.002 * float(torch.randn(1, generator=g))} for r in records]
+    write_records_atomic(tmp_path / "a.jsonl", a)
+    write_records_atomic(tmp_path / "b.jsonl", b)
+    m = agreement(str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"))
+    assert m["disjoint_images"] and m["label_images"] == 5000
+    assert m["label_reliability"] > m["pearson"] and m["ceiling_pearson"] ** 2 == pytest.approx(m["label_reliability"])
+    lo, hi = m["ceiling_kendall_ci95"]
+    assert lo < m["ceiling_kendall"] < hi <= 1.0
+    write_records_atomic(tmp_path / "c.jsonl", [{**r, "eval_skip": 0} for r in b])  # same images as a
+    same = agreement(str(tmp_path / "a.jsonl"), str(tmp_path / "c.jsonl"))
+    assert not same["disjoint_images"] and "ceiling_kendall" not in same
+    with pytest.raises(ValueError, match="disjoint"):
+        agreement(str(tmp_path / "a.jsonl"), str(tmp_path / "c.jsonl"), label_images=5000)
