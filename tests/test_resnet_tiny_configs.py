@@ -85,7 +85,8 @@ def test_resnet_tiny_measure_config_parses(capsys):
 # ---------------------------------------------------------------------- shipped artifacts
 
 SHIPPED = {
-    "fmnist": ("apq_mbv2_tiny", ["predictor_records_fp.jsonl", "predictor_records_quant.jsonl"]),
+    "fmnist": ("apq_mbv2_tiny", ["predictor_records_fp.jsonl", "predictor_records_quant.jsonl",
+                                 "label_noise_half_a.jsonl", "label_noise_half_b.jsonl"]),
     "fmnist_resnet": ("ofa_resnet50_tiny", ["predictor_records_quant.jsonl"]),
 }
 
@@ -121,3 +122,16 @@ def test_shipped_predictor_prefers_8_bit_over_4_bit(name):
     batch = ArchBatch.from_designs(space, [arch, arch], [QuantPolicy.uniform(space, 8), QuantPolicy.uniform(space, 4)])
     acc8, acc4 = predictor.predict(batch).tolist()
     assert 0.5 < acc4 < acc8 < 1.0
+
+
+def test_shipped_label_noise_measurements_bound_the_predictor():
+    """The two shipped measurements of the same 160 float designs on disjoint halves of the
+    held-out images give the documented label-noise ceiling (docs/predictor.md): reliability of
+    a 5,000-image label ~0.74, Kendall-tau ceiling ~0.66, its 95 % interval below 0.8."""
+    from cimnas.models.predictor.agreement import agreement
+
+    root = Path(__file__).resolve().parents[1] / "cimnas" / "artifacts" / "fmnist"
+    m = agreement(str(root / "label_noise_half_a.jsonl"), str(root / "label_noise_half_b.jsonl"))
+    assert m["num_configs"] == 160 and m["disjoint_images"] and m["label_images"] == 5000
+    assert m["ceiling_kendall"] == pytest.approx(0.658, abs=0.002)
+    assert m["ceiling_kendall_ci95"][1] < 0.8
