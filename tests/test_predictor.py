@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchmetrics.functional.regression import kendall_rank_corrcoef
 
-from cimnas.models.predictor import AccuracyMLP, AccuracyPredictor, ArchEncoder, PredictorDataModule, PredictorModule
+from cimnas.models.predictor import AccuracyPredictor, ArchEncoder, PredictorDataModule, PredictorModule
 from cimnas.models.predictor.measure import measure_shard, merge_shards, sample_design, shard_path
 from cimnas.models.predictor.records import design_key, read_records, records_to_batch, write_records_atomic
 from cimnas.models.space import BIT_FIELDS, Architecture, ArchBatch, QuantPolicy, SpaceError, get_space
@@ -284,17 +284,24 @@ def test_supernet_evaluator_measures_a_random_supernet(tmp_path):
     net = OFASupernet("apq_mbv2_tiny")
     g = torch.Generator().manual_seed(0)
     calib = [torch.randn(32, 1, 28, 28, generator=g)]
-    evals = [(torch.randn(40, 1, 28, 28, generator=g), torch.randint(0, 10, (40,), generator=g))]
+    evals = [(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)) for n in (20, 20, 10)]
     evaluator = SupernetEvaluator(net, calib, evals)
     out = tmp_path / "r.jsonl"
     measure_shard(evaluator, net.space, out, 2, seed=0, quantized=True, log=None)
     records = read_records(out)
     assert len(records) == 2
     for r in records:
-        assert 0.0 <= r["accuracy"] <= 1.0 and (r["accuracy"] * 40) == pytest.approx(round(r["accuracy"] * 40))
-    # the same design measured again gives the same number (fixed calibration / eval batches)
+        assert 0.0 <= r["accuracy"] <= 1.0 and (r["accuracy"] * 50) == pytest.approx(round(r["accuracy"] * 50))
+        # halves split at the batch boundary nearest the middle; their counts add up to the total
+        assert r["half_images"] == [40, 10]
+        first, second = r["accuracy_halves"]
+        assert round(first * 40) + round(second * 10) == round(r["accuracy"] * 50)
+    # the same design measured again gives the same numbers (fixed calibration / eval batches)
     arch, policy = sample_design(net.space, 0, 1, True)
-    assert evaluator(arch, policy) == records[1]["accuracy"]
+    again = evaluator(arch, policy)
+    assert again["accuracy"] == records[1]["accuracy"] and again["accuracy_halves"] == records[1]["accuracy_halves"]
+    # one evaluation batch: no halves
+    assert set(SupernetEvaluator(net, calib, evals[:1])(arch, policy)) == {"accuracy"}
 
 
 # ---------------------------------------------------------------------- learning
@@ -444,3 +451,27 @@ def test_agreement_reports_the_ceiling_only_for_disjoint_images(tmp_path):
     assert not same["disjoint_images"] and "ceiling_kendall" not in same
     with pytest.raises(ValueError, match="disjoint"):
         agreement(str(tmp_path / "a.jsonl"), str(tmp_path / "c.jsonl"), label_images=5000)
+
+
+def test_diagnose_bounds_the_ceiling_from_half_set_accuracies(tmp_path):
+    """Records with ``accuracy_halves`` get a label-noise ceiling: 1 for identical halves, lower
+    the noisier the halves are; records without halves get none."""
+    from cimnas.models.predictor.diagnose import diagnose
+
+    space = get_space("apq_mbv2_tiny")
+    records = read_records(synthetic_records(space, 120, False, seed=4, path=tmp_path / "s.jsonl"))
+    assert "label_ceiling_upper" not in diagnose([str(tmp_path / "s.jsonl")], space=space.name, quantized=False)
+    spread = float(torch.tensor([r["accuracy"] for r in records]).std())
+    ceilings = []
+    for noise in (0.0, 0.5, 2.0):  # half-set noise in units of the label spread
+        g = torch.Generator().manual_seed(0)
+        rows = []
+        for r in records:
+            e = (noise * spread * torch.randn(2, generator=g)).tolist()  # independent per half
+            rows.append({**r, "accuracy_halves": [r["accuracy"] + e[0], r["accuracy"] + e[1]], "half_images": [2500, 2500]})
+        write_records_atomic(tmp_path / f"h{noise}.jsonl", rows)
+        out = diagnose([str(tmp_path / f"h{noise}.jsonl")], space=space.name, quantized=False)["label_ceiling_upper"]
+        assert out["label_images"] == 5000
+        ceilings.append(out["ceiling_kendall"])
+    assert ceilings[0] == pytest.approx(1.0, abs=1e-3)
+    assert ceilings[0] > ceilings[1] > ceilings[2]

@@ -18,6 +18,11 @@ Quantized records draw per-block bit widths uniformly from the space's ``bit_cho
 accuracy is that of the fake-quantized subnet right after BN recalibration (no per-sample QAT:
 evaluation only, like OFA's full-precision data; APQ fine-tuned each sample for ~0.2 GPU-h,
 which a CPU default cannot afford).
+
+Each record also carries ``accuracy_halves``: the top-1 on the first and on the second half of
+the evaluation images (same BN calibration), from which
+:func:`cimnas.models.predictor.diagnose.diagnose` bounds the label-noise ceiling of any predictor
+at no extra cost (:mod:`agreement` measures the exact ceiling with independent calibrations).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from cimnas.data.splits import SplitDataModule
 from cimnas.models.predictor.records import RecordWriter, design_key, read_records, write_records_atomic
 from cimnas.models.space import Architecture, QuantPolicy, SearchSpace
 
-Evaluator = Callable[[Architecture, "QuantPolicy | None"], float]
+Evaluator = Callable[[Architecture, "QuantPolicy | None"], "float | dict[str, Any]"]
+"""``(arch, policy)`` -> top-1, or a dict with ``accuracy`` and further record fields."""
 
 
 def sample_design(space: SearchSpace, seed: int, index: int, quantized: bool) -> tuple[Architecture, QuantPolicy | None]:
@@ -97,10 +103,12 @@ def measure_shard(evaluate: Evaluator, space: SearchSpace, output: str | os.Path
     with RecordWriter(shard) as writer:
         for n, (i, arch, policy, key) in enumerate(todo, 1):
             t0 = time.perf_counter()
-            accuracy = float(evaluate(arch, policy))
+            result = evaluate(arch, policy)
+            fields = dict(result) if isinstance(result, dict) else {"accuracy": result}
+            accuracy = float(fields.pop("accuracy"))
             record = {"index": i, "key": key, "space": space.name, "seed": seed,
                       "arch": arch.to_dict(), "policy": None if policy is None else policy.to_dict(),
-                      "accuracy": accuracy, "eval_s": round(time.perf_counter() - t0, 3), **(extra or {})}
+                      "accuracy": accuracy, **fields, "eval_s": round(time.perf_counter() - t0, 3), **(extra or {})}
             writer.write(record)
             written += 1
             if log is not None and (n % 10 == 0 or n == len(todo)):
@@ -125,7 +133,10 @@ def merge_shards(output: str | os.PathLike, world_size: int) -> list[dict[str, A
 
 
 class SupernetEvaluator:
-    """``(arch, policy) -> top-1`` on fixed batches: set active, recalibrate BN, evaluate."""
+    """``(arch, policy) -> {"accuracy", "accuracy_halves"}`` on fixed batches: set active,
+    recalibrate BN, evaluate the first and the second half of the evaluation batches (split at
+    the first batch boundary at or past the middle image; with a single batch there are no
+    halves)."""
 
     def __init__(self, supernet: torch.nn.Module, calibration_batches: list[torch.Tensor],
                  eval_batches: list[tuple[torch.Tensor, torch.Tensor]]):
@@ -140,7 +151,20 @@ class SupernetEvaluator:
 
         self.supernet.set_active(arch, policy)
         recalibrate_bn(self.supernet, self.calibration_batches, sync_distributed=False)
-        return evaluate_accuracy(self.supernet, self.eval_batches)
+        sizes = [len(y) for _, y in self.eval_batches]
+        total, seen, cut = sum(sizes), 0, len(sizes)
+        for i, n in enumerate(sizes):  # first batch boundary at or past the middle image
+            if 2 * seen >= total:
+                cut = i
+                break
+            seen += n
+        halves = [self.eval_batches[:cut], self.eval_batches[cut:]]
+        counts = [sum(sizes[:cut]), sum(sizes[cut:])]
+        accs = [evaluate_accuracy(self.supernet, h) if h else None for h in halves]
+        accuracy = sum(round(a * n) for a, n in zip(accs, counts) if a is not None) / total  # exact counts
+        if None in accs:
+            return {"accuracy": accuracy}
+        return {"accuracy": accuracy, "accuracy_halves": accs, "half_images": counts}
 
 
 def file_sha256(path: str | os.PathLike) -> str:
