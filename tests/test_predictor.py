@@ -469,9 +469,10 @@ def test_diagnose_bounds_the_ceiling_from_half_set_accuracies(tmp_path):
         for r in records:
             e = (noise * spread * torch.randn(2, generator=g)).tolist()  # independent per half
             rows.append({**r, "accuracy_halves": [r["accuracy"] + e[0], r["accuracy"] + e[1]], "half_images": [2500, 2500]})
+        rows[0] = {k: v for k, v in rows[0].items() if k not in ("accuracy_halves", "half_images")}  # an older record
         write_records_atomic(tmp_path / f"h{noise}.jsonl", rows)
         out = diagnose([str(tmp_path / f"h{noise}.jsonl")], space=space.name, quantized=False)["label_ceiling_upper"]
-        assert out["label_images"] == 5000
+        assert out["label_images"] == 5000 and out["designs"] == 119
         ceilings.append(out["ceiling_kendall"])
     assert ceilings[0] == pytest.approx(1.0, abs=1e-3)
     assert ceilings[0] > ceilings[1] > ceilings[2]

@@ -15,7 +15,7 @@ Before blaming the predictor for a low held-out Kendall tau, look at the labels:
   sizes (the seeded train / held-out split of :class:`~cimnas.models.predictor.data.PredictorDataModule`). A
   plateau says more records of the same kind will not help an additive model.
 
-- ``label_ceiling_upper`` (records with ``accuracy_halves``): the Kendall-tau ceiling of any
+- ``label_ceiling_upper`` (from the records with ``accuracy_halves``, at least 10): the Kendall-tau ceiling of any
   predictor from the agreement of each design's two half-set accuracies (Spearman-Brown,
   :func:`~cimnas.models.predictor.agreement.label_ceiling`). Both halves share one BN
   calibration, whose noise then counts as signal, so this is an upper bound of the ceiling;
@@ -95,13 +95,14 @@ def diagnose(
         "ridge_curve_held_out_tau": curve,
         "held_out": n_test,
     }
-    halves = [r.get("accuracy_halves") for r in rows]
-    if all(h is not None for h in halves) and len({tuple(r["half_images"]) for r in rows}) == 1:
-        h = torch.tensor(halves, dtype=torch.float64)
-        n_a, n_b = rows[0]["half_images"]
+    with_halves = [r for r in rows if r.get("accuracy_halves") is not None]
+    sizes = {tuple(r["half_images"]) for r in with_halves}
+    if len(with_halves) >= 10 and len(sizes) == 1:  # older records may lack the halves
+        h = torch.tensor([r["accuracy_halves"] for r in with_halves], dtype=torch.float64)
+        n_a, n_b = sizes.pop()
         pearson = float(torch.corrcoef(h.T)[0, 1])
         ceiling = label_ceiling(pearson, math.sqrt(n_a * n_b), n_a + n_b)
-        out["label_ceiling_upper"] = {"halves_pearson": round(pearson, 4),
+        out["label_ceiling_upper"] = {"designs": len(with_halves), "halves_pearson": round(pearson, 4),
                                       **{k: round(v, 4) for k, v in ceiling.items()}}
     print(json.dumps(out, indent=2))
     return out
