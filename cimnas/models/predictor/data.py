@@ -103,6 +103,13 @@ class PredictorDataModule(L.LightningDataModule):
     def train_target_mean(self) -> float:
         return float(self.splits["train"].tensors[1].mean())
 
+    @property
+    def train_target_std(self) -> float:
+        """Standard deviation of the training targets (1.0 when they do not vary)."""
+        y = self.splits["train"].tensors[1].double()
+        std = float(y.std()) if len(y) > 1 else 0.0
+        return std if std > 1e-12 else 1.0
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.splits:
             self.setup()

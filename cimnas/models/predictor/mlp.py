@@ -85,6 +85,13 @@ class AccuracyMLP(nn.Module):
         with torch.no_grad():
             self.regressor.bias.fill_(float(mean_accuracy))
 
+    def scale_output(self, scale: float, shift: float) -> None:
+        """Make the output ``scale * y + shift`` (fold or unfold a target standardisation into the
+        regressor, so the state-dict layout stays APQ's)."""
+        with torch.no_grad():
+            self.regressor.weight.mul_(float(scale))
+            self.regressor.bias.mul_(float(scale)).add_(float(shift))
+
     def zero_quant_branch(self) -> None:
         """Make the quant branch a no-op, so a transferred predictor starts as the fp one."""
         if self.quantize_fc is not None:

@@ -46,6 +46,12 @@ class PredictorModule(L.LightningModule):
             transfer); null trains from scratch with the output bias set to the mean accuracy.
         quant_branch_init: "zero" (start exactly at the fp predictor) or "default" (PyTorch
             Linear init, as APQ).
+        standardize_targets: train the MLP on ``(accuracy - mean) / std`` of the training
+            targets (folded back into the regressor on export, so checkpoints keep APQ's
+            layout and predict accuracy fractions). Needed when designs differ by tenths of a
+            point: in accuracy units the loss gradients are ~1e-5 and Adam's weight decay
+            shrinks the network to a constant prediction (measured on 1,105 Fashion-MNIST
+            records: held-out Kendall tau NaN after 300 epochs).
         export_path: where to write the :class:`AccuracyPredictor` checkpoint after ``fit``.
         report: write the held-out report (JSON + scatter PNG) after ``fit``.
     """
@@ -62,6 +68,7 @@ class PredictorModule(L.LightningModule):
         quant_branch_init: str = "zero",
         export_path: str | None = None,
         report: bool = True,
+        standardize_targets: bool = True,
     ) -> None:
         super().__init__()
         if quant_branch_init not in QUANT_BRANCH_INITS:
@@ -78,6 +85,10 @@ class PredictorModule(L.LightningModule):
             self.model.mlp.load_full_precision(fp.mlp.state_dict())
             if quant_branch_init == "zero":
                 self.model.mlp.zero_quant_branch()
+        # target standardisation (identity until setup("fit") sets it from the training split)
+        self.register_buffer("target_mean", torch.tensor(0.0))
+        self.register_buffer("target_std", torch.tensor(1.0))
+        self._target_scale_set = False
         self.val_metrics = regression_metrics("val_")
         self.test_metrics = regression_metrics("test_")
         self.last_report: dict[str, Any] | None = None
@@ -88,17 +99,38 @@ class PredictorModule(L.LightningModule):
         if dm is not None and hasattr(dm, "input_dim") and dm.input_dim != self.model.mlp.input_dim:
             raise ValueError(f"data module gives {dm.input_dim}-dim features, the predictor takes "
                              f"{self.model.mlp.input_dim}; set model.quantized = data.quantized and the same space")
-        if stage == "fit" and self.hparams.transfer_from is None and dm is not None \
-                and hasattr(dm, "train_target_mean"):
-            self.model.mlp.init_output_bias(dm.train_target_mean)
+        if stage != "fit" or dm is None or not hasattr(dm, "train_target_mean") or self._target_scale_set:
+            return
+        mlp = self.model.mlp
+        if self.hparams.standardize_targets:
+            mean, std = dm.train_target_mean, dm.train_target_std
+            self.target_mean.fill_(mean)
+            self.target_std.fill_(std)
+            if self.hparams.transfer_from is not None:
+                mlp.scale_output(1.0 / std, -mean / std)  # same function, standardised units
+            else:
+                mlp.init_output_bias(0.0)  # start from "predict the mean"
+        elif self.hparams.transfer_from is None:
+            mlp.init_output_bias(dm.train_target_mean)
+        self._target_scale_set = True
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.model(features)
+        """Predicted accuracy fractions ``[B]``."""
+        return self.model(features) * self.target_std + self.target_mean
+
+    def export_predictor(self) -> AccuracyPredictor:
+        """The query model in accuracy units (target standardisation folded into the regressor)."""
+        import copy
+
+        predictor = copy.deepcopy(self.model).cpu()
+        predictor.mlp.scale_output(float(self.target_std), float(self.target_mean))
+        return predictor
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         features, target = batch
-        loss = F.mse_loss(self(features), target)
+        # MSE in standardised units (= MSE of the raw MLP output against the standardised target)
+        loss = F.mse_loss(self(features), target) / self.target_std.square()
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(target))
         return loss
 
@@ -138,9 +170,10 @@ class PredictorModule(L.LightningModule):
 
             write_metrics_file({f"held_out_{k}": v for k, v in self.last_report["metrics"].items()})
         if self.hparams.export_path:
-            self.model.meta = {"hparams": {k: v for k, v in self.hparams.items()},
-                               "report": self.last_report}
-            self.model.save(self.hparams.export_path)
+            predictor = self.export_predictor()
+            predictor.meta = {"hparams": {k: v for k, v in self.hparams.items()}, "report": self.last_report,
+                              "target_mean": float(self.target_mean), "target_std": float(self.target_std)}
+            predictor.save(self.hparams.export_path)
 
 
 def held_out_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
