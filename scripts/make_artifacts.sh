@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the shipped default artifacts in cimnas/artifacts/fmnist/ from scratch, in order:
 # supernet -> predictor records -> predictors -> layer value statistics.
-# CPU (2 threads): about 45 min supernet + 40 min measurements + 5 min predictors + 1 min statistics
+# CPU (2 threads): about 45 min supernet + ~2.5 h measurements (2,252 float + 1,035 quantized records,
+# resumable: rerun to continue) + 10 min predictors + 1 min statistics
 # on an idle 2-core machine; on a GPU pass
 # e.g. --trainer.accelerator gpu to the train.py steps by editing the configs.
 set -euo pipefail
