@@ -59,6 +59,24 @@ def label_ceiling(pair_pearson: float, images_per_measurement: int, label_images
             "ceiling_pearson": pearson, "ceiling_kendall": kendall_from_pearson(pearson)}
 
 
+def pair_ceiling(x: torch.Tensor, y: torch.Tensor, images_x: int, images_y: int,
+                 label_images: int | None = None) -> dict:
+    """Pearson r of two measurements ``x``, ``y`` of the same designs on disjoint image sets of
+    ``images_x`` / ``images_y`` images, and the :func:`label_ceiling` of a label on
+    ``label_images`` images (None: both sets together), with the 95 % interval of the Kendall
+    ceiling from the Fisher-z interval of r (more than 3 designs)."""
+    pearson = float(torch.corrcoef(torch.stack([x.double(), y.double()]))[0, 1])
+    # unequal lengths: their geometric mean is the length whose reliability r estimates
+    per_measurement = math.sqrt(images_x * images_y)
+    n_label = label_images if label_images is not None else images_x + images_y
+    out = {"pearson": pearson, **label_ceiling(pearson, per_measurement, n_label)}
+    if len(x) > 3:
+        z, half = math.atanh(max(-0.999999, min(0.999999, pearson))), 1.96 / math.sqrt(len(x) - 3)
+        out["ceiling_kendall_ci95"] = [label_ceiling(math.tanh(z + s * half), per_measurement, n_label)
+                                       ["ceiling_kendall"] for s in (-1, 1)]
+    return out
+
+
 def _images(record: dict) -> tuple[int, int] | None:
     """``(first, end)`` evaluation-image range of a record, when it says so."""
     if "eval_images" not in record:
@@ -86,17 +104,7 @@ def agreement(a: str, b: str, label_images: int | None = None) -> dict[str, floa
                 and (range_a[1] <= range_b[0] or range_b[1] <= range_a[0]))
     metrics["disjoint_images"] = disjoint
     if disjoint:
-        n_a, n_b = range_a[1] - range_a[0], range_b[1] - range_b[0]
-        # two measurements of unequal length: their geometric mean is the length whose
-        # reliability the correlation estimates (exact for equal lengths)
-        per_measurement = math.sqrt(n_a * n_b)
-        n_label = label_images if label_images is not None else n_a + n_b
-        metrics.update(label_ceiling(metrics["pearson"], per_measurement, n_label))
-        # 95 % interval of the ceiling from the Fisher-z interval of the pair correlation
-        if len(pairs) > 3:
-            z, half = math.atanh(max(-0.999999, min(0.999999, metrics["pearson"]))), 1.96 / math.sqrt(len(pairs) - 3)
-            metrics["ceiling_kendall_ci95"] = [label_ceiling(math.tanh(z + s * half), per_measurement, n_label)
-                                               ["ceiling_kendall"] for s in (-1, 1)]
+        metrics.update(pair_ceiling(x, y, range_a[1] - range_a[0], range_b[1] - range_b[0], label_images))
     elif label_images is not None:
         raise ValueError("label_images needs two measurements on disjoint evaluation images "
                          f"(eval_skip / eval_images): {a} uses images {range_a}, {b} uses {range_b}")

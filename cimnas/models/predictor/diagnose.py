@@ -17,7 +17,7 @@ Before blaming the predictor for a low held-out Kendall tau, look at the labels:
 
 - ``label_ceiling_upper`` (from the records with ``accuracy_halves``, at least 10): the Kendall-tau ceiling of any
   predictor from the agreement of each design's two half-set accuracies (Spearman-Brown,
-  :func:`~cimnas.models.predictor.agreement.label_ceiling`). Both halves share one BN
+  :func:`~cimnas.models.predictor.agreement.pair_ceiling`). Both halves share one BN
   calibration, whose noise then counts as signal, so this is an upper bound of the ceiling;
   :mod:`cimnas.models.predictor.agreement` on two independently calibrated measurements gives the
   ceiling itself.
@@ -26,12 +26,11 @@ Before blaming the predictor for a low held-out Kendall tau, look at the labels:
 from __future__ import annotations
 
 import json
-import math
 
 import torch
 from torchmetrics.functional.regression import kendall_rank_corrcoef
 
-from cimnas.models.predictor.agreement import label_ceiling
+from cimnas.models.predictor.agreement import pair_ceiling
 from cimnas.models.predictor.data import PredictorDataModule, records_to_batch
 
 
@@ -99,11 +98,9 @@ def diagnose(
     sizes = {tuple(r["half_images"]) for r in with_halves}
     if len(with_halves) >= 10 and len(sizes) == 1:  # older records may lack the halves
         h = torch.tensor([r["accuracy_halves"] for r in with_halves], dtype=torch.float64)
-        n_a, n_b = sizes.pop()
-        pearson = float(torch.corrcoef(h.T)[0, 1])
-        ceiling = label_ceiling(pearson, math.sqrt(n_a * n_b), n_a + n_b)
-        out["label_ceiling_upper"] = {"designs": len(with_halves), "halves_pearson": round(pearson, 4),
-                                      **{k: round(v, 4) for k, v in ceiling.items()}}
+        ceiling = pair_ceiling(h[:, 0], h[:, 1], *sizes.pop())
+        out["label_ceiling_upper"] = {"designs": len(with_halves), "halves_pearson": round(ceiling.pop("pearson"), 4),
+                                      **{k: round(v, 4) for k, v in ceiling.items() if k != "ceiling_kendall_ci95"}}
     print(json.dumps(out, indent=2))
     return out
 

@@ -28,6 +28,7 @@ at no extra cost (:mod:`agreement` measures the exact ceiling with independent c
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import time
 from pathlib import Path
@@ -152,12 +153,9 @@ class SupernetEvaluator:
         self.supernet.set_active(arch, policy)
         recalibrate_bn(self.supernet, self.calibration_batches, sync_distributed=False)
         sizes = [len(y) for _, y in self.eval_batches]
-        total, seen, cut = sum(sizes), 0, len(sizes)
-        for i, n in enumerate(sizes):  # first batch boundary at or past the middle image
-            if 2 * seen >= total:
-                cut = i
-                break
-            seen += n
+        total = sum(sizes)
+        # first batch boundary at or past the middle image
+        cut = next(i + 1 for i, end in enumerate(itertools.accumulate(sizes)) if 2 * end >= total)
         halves = [self.eval_batches[:cut], self.eval_batches[cut:]]
         counts = [sum(sizes[:cut]), sum(sizes[cut:])]
         accs = [evaluate_accuracy(self.supernet, h) if h else None for h in halves]
