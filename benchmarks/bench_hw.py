@@ -30,7 +30,7 @@ def _designs(B: int, device: str, seed: int = 0):
     import torch
 
     from cimnas.hw import HardwareSpace
-    from cimnas.models.space import Architecture, ArchBatch, QuantPolicy, apq_mbv2
+    from cimnas.space import Architecture, ArchBatch, QuantPolicy, apq_mbv2
 
     space = apq_mbv2()
     g = torch.Generator().manual_seed(seed)

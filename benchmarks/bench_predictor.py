@@ -17,7 +17,7 @@ import time
 import torch
 
 from cimnas.models.predictor import AccuracyPredictor
-from cimnas.models.space import BIT_FIELDS, ArchBatch, get_space
+from cimnas.space import BIT_FIELDS, ArchBatch, get_space
 
 
 def random_batch(space_name: str, batch: int, device: str, seed: int = 0) -> ArchBatch:

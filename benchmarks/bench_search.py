@@ -52,7 +52,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     if not Path(predictor).is_file():
         from cimnas.models.predictor import AccuracyPredictor
-        from cimnas.models.space import apq_mbv2_tiny
+        from cimnas.space import apq_mbv2_tiny
 
         torch.manual_seed(0)
         predictor = str(Path(tmp.name) / "predictor.pt")

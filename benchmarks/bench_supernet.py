@@ -54,7 +54,7 @@ def build_timm(space) -> nn.Module:
 
 
 def timm_compatible(space) -> bool:
-    from cimnas.models.space import make_divisible
+    from cimnas.space import make_divisible
 
     return (space.expand_max == int(space.expand_max) and not space.expand_ratios
             and all(space.max_hidden(b) == make_divisible(space.block_in_channels[b] * space.expand_max)
@@ -66,7 +66,7 @@ def run_case(space_name: str, which: str, resolution: int, batch: int, steps: in
              threads: int, device: str, channels_last: bool, queue) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    from cimnas.models.space import Architecture, QuantPolicy, get_space
+    from cimnas.space import Architecture, QuantPolicy, get_space
     from cimnas.models.supernet import OFASupernet, recalibrate_bn
 
     space = get_space(space_name)
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true",
                         help="NHWC layout for every network (the training configs' channels_last: true)")
     args = parser.parse_args()
-    from cimnas.models.space import get_space
+    from cimnas.space import get_space
 
     ctx = mp.get_context("spawn")
     print(f"torch {torch.__version__}, device {args.device}, threads {args.threads}, "

@@ -51,7 +51,7 @@ def _fill_predictions(designs: list[Design], predictor: str | None) -> None:
     if not missing or predictor is None:
         return
     from cimnas.models.predictor.predictor import AccuracyPredictor
-    from cimnas.models.space import ArchBatch
+    from cimnas.space import ArchBatch
 
     model = AccuracyPredictor.from_checkpoint(resolve_artifact(predictor, "predictor"))
     batch = ArchBatch.from_designs(model.space, [d.architecture for d in missing], [d.quantization for d in missing])

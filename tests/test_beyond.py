@@ -11,7 +11,7 @@ import torch
 
 from cimnas.hw import HardwareBatch, HardwareError, HardwareParams, HardwareSpace, Workload, evaluate, workload_from_arch
 from cimnas.hw.components import dram
-from cimnas.models.space import ArchBatch, Architecture, QuantPolicy, get_space
+from cimnas.space import ArchBatch, Architecture, QuantPolicy, get_space
 from cimnas.models.variation import (
     NoiseAwareAccuracy, RetentionModel, VariationConfig, accuracy, fit_retention, noisy_accuracy, noisy_weights,
     perturb_levels, relative_weight_noise, slice_sigma_levels,

@@ -20,7 +20,7 @@ from cimnas.finetune_batch import agreement, collect, write_table
 from cimnas.models.design import Design, DesignError, load_design, top_designs
 from cimnas.models.export import block_bit_widths, layer_bit_widths, load_subnet, read_subnet_record
 from cimnas.models.finetune import FinetuneModule
-from cimnas.models.space import Architecture, QuantPolicy, get_space
+from cimnas.space import Architecture, QuantPolicy, get_space
 from cimnas.models.supernet import OFASupernet, save_supernet
 
 SMALL_DATA = {"batch_size": 64, "eval_batch_size": 128, "train_subset": 192, "val_subset": 128, "test_subset": 128}
@@ -258,7 +258,7 @@ def test_agreement_and_table(tmp_path):
 def test_missing_predictions_come_from_the_predictor(tmp_path):
     from cimnas.finetune_batch import _fill_predictions
     from cimnas.models.predictor.predictor import AccuracyPredictor
-    from cimnas.models.space import ArchBatch
+    from cimnas.space import ArchBatch
 
     space = get_space("apq_mbv2_tiny")
     torch.manual_seed(0)

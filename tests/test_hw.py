@@ -16,7 +16,7 @@ from cimnas.hw import (HardwareBatch, HardwareError, HardwareParams, HardwareSpa
 from cimnas.hw.components import adc, cell, drivers, router, sram
 from cimnas.hw.histogram import average_slice_value, reference_lossy_histogram
 from cimnas.hw.reference import ReferenceKeyError, parse_key
-from cimnas.models.space import Architecture, ArchBatch, QuantPolicy, apq_mbv2, apq_mbv2_tiny, ofa_mbv3
+from cimnas.space import Architecture, ArchBatch, QuantPolicy, apq_mbv2, apq_mbv2_tiny, ofa_mbv3
 
 REF = "configs/hw/reference.yaml"
 
@@ -298,7 +298,7 @@ TINY_MBV3 = ofa_mbv3(width_mult=0.25, channel_step=2, stem_stride=1, in_channels
 
 
 def _tiny_resnet():
-    from cimnas.models.space import ofa_resnet50
+    from cimnas.space import ofa_resnet50
 
     return ofa_resnet50(width_mult=0.25, in_channels=1, num_classes=10, resolution_choices=(32,))
 
@@ -457,7 +457,7 @@ def test_package_evaluate_stays_callable_after_importing_the_command_module():
     import cimnas.hw as hw
     from cimnas.hw.evaluate import main  # noqa: F401  (binds the package attribute to the module)
     from cimnas.hw.cost_model import evaluate as cost_evaluate
-    from cimnas.models.space import Architecture, ArchBatch, QuantPolicy, apq_mbv2_tiny
+    from cimnas.space import Architecture, ArchBatch, QuantPolicy, apq_mbv2_tiny
 
     space = apq_mbv2_tiny()
     arch = ArchBatch.from_designs(space, [Architecture.largest(space)], [QuantPolicy.uniform(space, 8)])

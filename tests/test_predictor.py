@@ -13,7 +13,7 @@ from torchmetrics.functional.regression import kendall_rank_corrcoef
 from cimnas.models.predictor import AccuracyPredictor, ArchEncoder, PredictorDataModule, PredictorModule
 from cimnas.models.predictor.measure import measure_shard, merge_shards, sample_design, shard_path
 from cimnas.models.predictor.records import design_key, read_records, records_to_batch, write_records_atomic
-from cimnas.models.space import BIT_FIELDS, Architecture, ArchBatch, QuantPolicy, SpaceError, get_space
+from cimnas.space import BIT_FIELDS, Architecture, ArchBatch, QuantPolicy, SpaceError, get_space
 
 @pytest.fixture(autouse=True)
 def one_thread():

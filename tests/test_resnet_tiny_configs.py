@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cimnas.models.space import get_space
+from cimnas.space import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH_CONFIGS = ["configs/search/resnet_tiny_sram_7nm.yaml", "configs/search/resnet_tiny_sram_32nm.yaml"]
@@ -112,7 +112,7 @@ def test_shipped_predictor_prefers_8_bit_over_4_bit(name):
     """The shipped quantization-aware predictors know what the supernet measures: the largest
     network at w8a8 is more accurate than at w4a4 (measured: 2.0 pt for the tiny ResNet)."""
     from cimnas.models.predictor.predictor import AccuracyPredictor
-    from cimnas.models.space import Architecture, ArchBatch, QuantPolicy, get_space
+    from cimnas.space import Architecture, ArchBatch, QuantPolicy, get_space
 
     space_name = SHIPPED[name][0]
     root = Path(__file__).resolve().parents[1] / "cimnas" / "artifacts" / name

@@ -16,7 +16,7 @@ import torch
 
 from cimnas.hw.params import HardwareSpace
 from cimnas.models.predictor import AccuracyPredictor
-from cimnas.models.space import Architecture, QuantPolicy, apq_mbv2_tiny
+from cimnas.space import Architecture, QuantPolicy, apq_mbv2_tiny
 from cimnas.search.config import OutputConfig, SearchConfig, WandbConfig
 from cimnas.search.evaluator import FAILED_CV, REASONS, ConstraintConfig, DesignEvaluator
 from cimnas.search.ga import ConstrainedGA, GAConfig, make_batch, survival_order

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cimnas.hw.params import HardwareSpace
-from cimnas.models.space import BIT_FIELDS, Architecture, ArchBatch, QuantPolicy, apq_mbv2, apq_mbv2_tiny
+from cimnas.space import BIT_FIELDS, Architecture, ArchBatch, QuantPolicy, apq_mbv2, apq_mbv2_tiny
 from cimnas.search.genome import GenomeError, JointGenome
 from cimnas.search.objectives import ObjectiveConfig, ObjectiveError, objective_keys
 from cimnas.search.operators import (

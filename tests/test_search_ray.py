@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     import ray
     from cimnas.models.predictor import AccuracyPredictor
-    from cimnas.models.space import apq_mbv2_tiny
+    from cimnas.space import apq_mbv2_tiny
     from cimnas.search.config import OutputConfig, SearchConfig, WandbConfig
     from cimnas.search.ga import GAConfig
     from cimnas.search.run import build_setup, run_ga

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from cimnas.models.dynamic_ops import DynamicBatchNorm, DynamicDepthwiseConv, DynamicPointwiseConv, DynamicSE
 from cimnas.models.quant import QuantConv2d, QuantLinear
-from cimnas.models.space import (
+from cimnas.space import (
     Architecture,
     QuantPolicy,
     SpaceError,
@@ -24,7 +24,7 @@ from cimnas.models.supernet import (
     recalibrate_bn,
     save_supernet,
 )
-from cimnas.models.space import make_divisible
+from cimnas.space import make_divisible
 
 
 
@@ -318,7 +318,7 @@ def test_resnet50_tiny_space_at_28px():
     shrinks to nothing, three distinct hidden widths per block, and the named networks order
     by size (largest strictly more MACs and parameters than median and smallest)."""
     from cimnas.hw.workload import workload_from_arch
-    from cimnas.models.space import ArchBatch
+    from cimnas.space import ArchBatch
     from cimnas.search.designs import named_network
 
     space = get_space("ofa_resnet50_tiny")
@@ -349,7 +349,7 @@ def test_resnet50_tiny_space_at_28px():
 
 def test_collect_workload_matches_cost_model_slots():
     from cimnas.hw.workload import workload_from_arch
-    from cimnas.models.space import ArchBatch
+    from cimnas.space import ArchBatch
     from cimnas.models.supernet import collect_workload
 
     torch.manual_seed(14)

@@ -89,7 +89,7 @@ def test_local_sweep_runs_two_trials_of_a_tiny_search(tmp_path):
     import torch
 
     from cimnas.models.predictor import AccuracyPredictor
-    from cimnas.models.space import apq_mbv2_tiny
+    from cimnas.space import apq_mbv2_tiny
 
     root = Path(__file__).resolve().parents[1]
     torch.manual_seed(0)

@@ -30,7 +30,7 @@ from cimnas.hw.cost_model import evaluate
 from cimnas.hw.params import HardwareBatch, HardwareParams
 from cimnas.hw.reference import ReferenceKeyError, designs_to_batches, parse_key
 from cimnas.hw.workload import Workload, workload_from_arch
-from cimnas.models.space import ArchBatch, Architecture, QuantPolicy, apq_mbv2, get_space
+from cimnas.space import ArchBatch, Architecture, QuantPolicy, apq_mbv2, get_space
 
 SUMMARY_KEYS = ("energy_j", "latency_s", "area_mm2", "edap", "edap_j_s_cm2", "feasible", "reason",
                 "tops_per_w", "tops_per_mm2", "tops_per_w_layer_mean", "tops_per_mm2_layer_mean",

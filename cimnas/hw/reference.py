@@ -4,7 +4,7 @@ A CIMNAS result key reads
 ``A_<V>_<bpc>_<clock>_<rows>_<cols>_<srg>_<tiles>_<macros>_<glb>_<d: 6 digits>_<ks: 21 digits>_
 <pw_w: 21>_<pw_a: 21>_<dw_w: 21>_<dw_a: 21>_<e_0>_..._<e_20>`` where ``e_i`` indexes block i's
 hidden-channel choices (APQ's 4·C_in .. 6·C_in in steps of 8). Keys describe the 224-px ImageNet
-MobileNetV2 space (:func:`cimnas.models.space.apq_mbv2`); the last stage's depth digit is unused
+MobileNetV2 space (:func:`cimnas.space.apq_mbv2`); the last stage's depth digit is unused
 (its single block is always present). Result values: ``e`` (J), ``l`` (s), ``a`` (cm²),
 ``a_tpw`` / ``a_tpm`` (layer means), ``m_tpw`` / ``m_tpm`` (layer maxima), ``u``, ``tp``, ``acc``.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cimnas.hw.params import HardwareBatch, HardwareError, HardwareParams
-from cimnas.models.space import Architecture, ArchBatch, QuantPolicy, SearchSpace, apq_mbv2
+from cimnas.space import Architecture, ArchBatch, QuantPolicy, SearchSpace, apq_mbv2
 
 
 class ReferenceKeyError(ValueError):

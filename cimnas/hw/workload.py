@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from cimnas.hw.histogram import integer_histogram, normalize, reference_lossy_histogram
-from cimnas.models.space import ArchBatch, SearchSpace, make_divisible
+from cimnas.space import ArchBatch, SearchSpace, make_divisible
 
 LAYER_KINDS: tuple[str, ...] = ("conv", "depthwise", "pointwise", "linear")
 SHAPE_FIELDS: tuple[str, ...] = ("N", "C", "M", "R", "S", "P", "Q", "G", "stride")

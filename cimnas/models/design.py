@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from cimnas.models.space import (
+from cimnas.space import (
     BIT_FIELDS,
     PRESETS,
     Architecture,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cimnas.models.quant import ActQuantizer, fake_quant_weight
-from cimnas.models.space import make_divisible
+from cimnas.space import make_divisible
 
 
 class DynamicConv2d(nn.Module):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from cimnas.models.quant import QuantConv2d, QuantLinear
-from cimnas.models.space import Architecture, QuantPolicy, SearchSpace
+from cimnas.space import Architecture, QuantPolicy, SearchSpace
 from cimnas.models.static import StaticSubnet
 
 SUBNET_FORMAT = "cimnas.subnet/1"

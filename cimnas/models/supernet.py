@@ -1,4 +1,4 @@
-"""The once-for-all MobileNet supernet built from a :class:`~cimnas.models.space.SearchSpace`.
+"""The once-for-all MobileNet supernet built from a :class:`~cimnas.space.SearchSpace`.
 
 One set of weights at the largest size; :meth:`OFASupernet.set_active` selects a subnet
 (depth per stage, kernel and hidden width per block) and optionally its per-block bit widths;
@@ -36,7 +36,7 @@ from cimnas.models.dynamic_ops import (
     _BatchStats,
 )
 from cimnas.models.quant import FULL_PRECISION, QuantConv2d, QuantLinear
-from cimnas.models.space import Architecture, QuantPolicy, SearchSpace, SpaceError, get_space
+from cimnas.space import Architecture, QuantPolicy, SearchSpace, SpaceError, get_space
 from cimnas.models.static import (
     ClassifierHead,
     ConvBNAct,

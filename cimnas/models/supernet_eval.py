@@ -15,7 +15,7 @@ import torch
 from jsonargparse import auto_cli
 
 from cimnas.data import FashionMNISTDataModule
-from cimnas.models.space import Architecture, QuantPolicy
+from cimnas.space import Architecture, QuantPolicy
 from cimnas.models.supernet import evaluate_accuracy, load_supernet, recalibrate_bn
 from cimnas.tracking import atomic_write_text
 

@@ -35,7 +35,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 
 from cimnas.models.dynamic_ops import DynamicBatchNorm
-from cimnas.models.space import Architecture, QuantPolicy, get_space
+from cimnas.space import Architecture, QuantPolicy, get_space
 from cimnas.models.supernet import (
     OFASupernet,
     PhaseSpec,

@@ -395,7 +395,7 @@ def fit(records_path: str, output: str, scale: float = 1.0, chance: float = 0.1)
     """Fit :class:`RetentionModel` on every measurement (all σ scales: the feature already carries
     the σ of its record); the model file's variation (what a search applies) is the records'
     configuration times ``scale``."""
-    from cimnas.models.space import ArchBatch, Architecture, QuantPolicy, get_space
+    from cimnas.space import ArchBatch, Architecture, QuantPolicy, get_space
 
     rows = [json.loads(line) for line in Path(records_path).read_text().splitlines() if line.strip()]
     if not rows:
@@ -431,7 +431,7 @@ def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str | N
     recovered by dividing by the retention), or a ``predictor`` re-scoring every design."""
     import csv
 
-    from cimnas.models.space import ArchBatch, Architecture, QuantPolicy, get_space
+    from cimnas.space import ArchBatch, Architecture, QuantPolicy, get_space
     from cimnas.search.evaluator import load_predictor
 
     model = RetentionModel.load(model_path)
@@ -475,7 +475,7 @@ def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str | N
 
 def _row_design(row: dict[str, str]) -> tuple[Any, Any]:
     """(Architecture, QuantPolicy) of one row of a search's ``population.csv`` / ``pareto.csv``."""
-    from cimnas.models.space import BIT_FIELDS, Architecture, QuantPolicy
+    from cimnas.space import BIT_FIELDS, Architecture, QuantPolicy
 
     ints = lambda key: [int(v) for v in row[key].split()]  # noqa: E731
     arch = Architecture(depths=ints("depths"), kernels=ints("kernels"), hidden=ints("hidden"),
@@ -503,7 +503,7 @@ def compare_fronts(result_dirs: Sequence[str], model_path: str, predictor: str |
     """Every design of each run's Pareto archive (``pareto.csv``) scored with and without
     variation: bits per cell and weight bits along the front, and the lowest EDAP reaching each
     accuracy-under-variation threshold."""
-    from cimnas.models.space import ArchBatch, get_space
+    from cimnas.space import ArchBatch, get_space
     from cimnas.search.evaluator import load_predictor
 
     model = RetentionModel.load(model_path)

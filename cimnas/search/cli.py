@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``error: ...`` naming the field or file, never a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from cimnas.hw import HardwareError
-    from cimnas.models.space import SpaceError
+    from cimnas.space import SpaceError
     from cimnas.search.evaluator import ArtifactError
     from cimnas.search.genome import GenomeError
     from cimnas.search.objectives import ObjectiveError

@@ -73,7 +73,7 @@ class SearchConfig:
             ``random`` (uniform random designs, same number of evaluations), ``fixed`` (evaluate
             ``experts``) or ``compare`` (all of them, plus a comparison table).
         space: search-space preset name (``apq_mbv2_tiny``, ``apq_mbv2``, ``ofa_mbv3``, ``ofa_resnet50``,
-            ``ofa_resnet50_tiny``; ``cimnas.models.space.PRESETS``) or a full
+            ``ofa_resnet50_tiny``; ``cimnas.space.PRESETS``) or a full
             space description (``SearchSpace`` fields: stages, kernel / depth / bit choices, ...).
         hardware: hardware-space YAML (gene order and option lists), e.g. ``configs/hw/reference.yaml``.
         predictor: accuracy-predictor checkpoint.

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from cimnas.models.space import Architecture, QuantPolicy, SearchSpace, SpaceError
+from cimnas.space import Architecture, QuantPolicy, SearchSpace, SpaceError
 
 DESIGN_FORMAT = "cimnas.design/1"
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from cimnas.models.space import ArchBatch
+from cimnas.space import ArchBatch
 from cimnas.search.genome import JointGenome
 
 log = logging.getLogger("cimnas.search")

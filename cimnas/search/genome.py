@@ -14,7 +14,7 @@ product of the option counts (6.8e85 with the reference lists, 9.92e85 with the 
 ``apq_mbv2``).
 
 Decoding a population is one gather per part: ``table[gene, genome[:, gene]]`` for the software
-genes (-> :class:`~cimnas.models.space.ArchBatch`) and the hardware space's own batched decode
+genes (-> :class:`~cimnas.space.ArchBatch`) and the hardware space's own batched decode
 for the hardware genes (-> ``HardwareBatch``).
 """
 
@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from cimnas.models.space import BIT_FIELDS, Architecture, ArchBatch, QuantPolicy, SearchSpace, SpaceError
+from cimnas.space import BIT_FIELDS, Architecture, ArchBatch, QuantPolicy, SearchSpace, SpaceError
 
 #: Software gene groups in genome order (after the hardware genes).
 SW_GROUPS: tuple[str, ...] = ("depth", "kernel", *BIT_FIELDS, "hidden", "resolution")

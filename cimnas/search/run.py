@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import torch
 
-from cimnas.models.space import SearchSpace, get_space
+from cimnas.space import SearchSpace, get_space
 from cimnas.search.config import REFERENCE_BASELINE_HARDWARE, ExpertDesign, SearchConfig
 from cimnas.search.designs import design_record, resolve_network, write_json
 from cimnas.search.evaluator import (

@@ -99,7 +99,7 @@ class NodeSetup:
 def node_setup(config: SearchConfig, node_nm: float | None, accuracy: Any | None = None) -> NodeSetup:
     """Load the config's spaces and accuracy source; with ``node_nm`` the hardware space is moved
     to that node."""
-    from cimnas.models.space import get_space
+    from cimnas.space import get_space
     from cimnas.search.run import build_setup, load_hardware_space
 
     base = build_setup(config, accuracy)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from cimnas.models.space import Architecture, QuantPolicy, SearchSpace
+from cimnas.space import Architecture, QuantPolicy, SearchSpace
 
 VALUE_STATS_FORMAT = "cimnas.value_stats/1"
 

@@ -1,7 +1,7 @@
 """Quantization-aware accuracy predictor: encoding, APQ MLP, training, query API, measurement.
 
 The search calls :meth:`AccuracyPredictor.from_checkpoint` once and then
-:meth:`AccuracyPredictor.predict` on whole :class:`~cimnas.models.space.ArchBatch` populations.
+:meth:`AccuracyPredictor.predict` on whole :class:`~cimnas.space.ArchBatch` populations.
 """
 
 from cimnas.models.predictor.data import PredictorDataModule

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from cimnas.models.predictor.encoding import ArchEncoder
 from cimnas.models.predictor.records import read_records, records_to_batch
-from cimnas.models.space import get_space
+from cimnas.space import get_space
 
 
 class PredictorDataModule(L.LightningDataModule):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cimnas.models.space import BIT_FIELDS, ArchBatch, SearchSpace, SpaceError, get_space
+from cimnas.space import BIT_FIELDS, ArchBatch, SearchSpace, SpaceError, get_space
 
 
 @dataclass

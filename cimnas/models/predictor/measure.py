@@ -38,7 +38,7 @@ import torch
 
 from cimnas.data.splits import SplitDataModule
 from cimnas.models.predictor.records import RecordWriter, design_key, read_records, write_records_atomic
-from cimnas.models.space import Architecture, QuantPolicy, SearchSpace
+from cimnas.space import Architecture, QuantPolicy, SearchSpace
 
 Evaluator = Callable[[Architecture, "QuantPolicy | None"], "float | dict[str, Any]"]
 """``(arch, policy)`` -> top-1, or a dict with ``accuracy`` and further record fields."""

@@ -22,7 +22,7 @@ from torch import nn
 
 from cimnas.models.predictor.encoding import ArchEncoder
 from cimnas.models.predictor.mlp import AccuracyMLP, mlp_shape_from_state_dict
-from cimnas.models.space import ArchBatch, SearchSpace, get_space
+from cimnas.space import ArchBatch, SearchSpace, get_space
 
 CHECKPOINT_FORMAT = "cimnas.accuracy_predictor/1"
 

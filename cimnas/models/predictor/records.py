@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from cimnas.models.space import Architecture, ArchBatch, QuantPolicy, SearchSpace
+from cimnas.space import Architecture, ArchBatch, QuantPolicy, SearchSpace
 
 
 def design_key(arch: Architecture, policy: QuantPolicy | None) -> str:
