@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from cimnas.tracking import METRICS_FILE_ENV, atomic_write_text
+from cimnas.io import METRICS_FILE_ENV, atomic_write_text
 
 METHODS = ("grid", "random", "bayes")
 GOALS = ("minimize", "maximize")

@@ -94,7 +94,7 @@ class SearchConfig:
             small, so one thread is fastest (about 10x faster than 2 threads on a busy 2-core
             machine); null keeps torch's default.
         resume: continue from ``output.dir/checkpoint.pt`` (same config required).
-        variation: device-variation model file (``python -m cimnas.models.variation fit``); when
+        variation: device-variation model file (``python -m cimnas.experiments.variation fit``); when
             set, the objective uses the accuracy under RRAM conductance variation (the predictor's
             accuracy times the model's retention at the design's bits per cell and weight bits).
     """

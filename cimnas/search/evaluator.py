@@ -1,7 +1,7 @@
 """Batched evaluation of genomes: decode -> accuracy source + CIM cost model -> metrics, constraints.
 
 ``genome [B, G]`` -> (``ArchBatch``, ``HardwareBatch``) -> ``AccuracySource.predict`` ``[B]`` and
-``cimnas.hw.evaluate(workload_from_arch(...), hardware)`` ``[B]`` -> :class:`Evaluation`: metrics,
+``cimnas.hw.evaluate(workload_from_arch(...), hardware)`` (:mod:`cimnas.search.lowering`) ``[B]`` -> :class:`Evaluation`: metrics,
 the total constraint violation and a reason code per design. No per-candidate Python loop on the
 normal path.
 
@@ -157,7 +157,7 @@ class DesignEvaluator:
         genome: the joint genome (its ``hw_space`` decodes the hardware genes).
         accuracy: an :class:`AccuracySource` (the trained predictor in every shipped config).
         constraints: :class:`ConstraintConfig`.
-        value_stats: layer value statistics passed to ``cimnas.hw.workload_from_arch``: a dict of
+        value_stats: layer value statistics passed to ``cimnas.search.lowering.workload_from_arch``: a dict of
             per-slot histograms, ``"typical"`` (the cost model's per-role typical histograms) or
             ``None`` (its generic default).
         reference_compat: reproduce the reference code's cost-model quirks.
@@ -185,7 +185,7 @@ class DesignEvaluator:
     def cost(self, genome: torch.Tensor) -> tuple[ArchBatch, Any, Any, Any]:
         """(ArchBatch, HardwareBatch, Workload, CostResult) of ``genome`` (raises on cost-model errors)."""
         from cimnas.hw.cost_model import evaluate
-        from cimnas.hw.workload import workload_from_arch
+        from cimnas.search.lowering import workload_from_arch
 
         arch, hardware = self.genome.decode(genome)
         workload = workload_from_arch(self.genome.space, arch, value_stats=self.value_stats)
@@ -222,7 +222,7 @@ class DesignEvaluator:
         arch = self.genome.decode_arch(genome)
         messages: list[str] = []
 
-        # hardware-aware sources (device variation: cimnas.models.variation.NoiseAwareAccuracy)
+        # hardware-aware sources (device variation: cimnas.search.accuracy.NoiseAwareAccuracy)
         with_hw = getattr(self.accuracy, "predict_with_hardware", None)
         if with_hw is not None and self.genome.hw_space is not None:
             accuracy = with_hw(arch, self.genome.decode_hardware(genome)).to(device, torch.float64).reshape(batch)

@@ -39,7 +39,7 @@ from cimnas.search.genome import GenomeError, JointGenome
 from cimnas.search.objectives import ObjectiveConfig
 from cimnas.search.operators import first_occurrence
 from cimnas.search.problem import JointProblem
-from cimnas.tracking import write_metrics_file
+from cimnas.io import write_metrics_file
 
 log = logging.getLogger("cimnas.search")
 
@@ -103,7 +103,8 @@ def build_setup(config: SearchConfig, accuracy: Any | None = None) -> Setup:
             raise ValueError(f"predictor {config.predictor!r} was trained for space {pred_space.name!r}, "
                              f"but space={space.name!r}")
     if config.variation:
-        from cimnas.models.variation import NoiseAwareAccuracy, RetentionModel
+        from cimnas.models.variation import RetentionModel
+        from cimnas.search.accuracy import NoiseAwareAccuracy
 
         accuracy = NoiseAwareAccuracy(accuracy, RetentionModel.load(config.variation), space=space)
     value_stats = load_value_stats(config.value_stats, space)

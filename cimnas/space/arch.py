@@ -179,11 +179,15 @@ class ArchBatch:
     def device(self) -> torch.device:
         return self.depths.device
 
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        # not dataclasses.astuple: that deep-copies every tensor
+        return (self.depths, self.kernels, self.hidden, self.resolution, self.bits)
+
     def to(self, device: torch.device | str) -> "ArchBatch":
-        return ArchBatch(*(t.to(device) for t in dataclasses.astuple(self)))
+        return ArchBatch(*(t.to(device) for t in self._tensors()))
 
     def __getitem__(self, index: Any) -> "ArchBatch":
-        return ArchBatch(*(t[index] for t in dataclasses.astuple(self)))
+        return ArchBatch(*(t[index] for t in self._tensors()))
 
     def active_blocks(self, space: SearchSpace) -> torch.Tensor:
         """``bool [B, NB]``: block b is active when its index in its stage < the stage depth."""

@@ -1,4 +1,4 @@
-"""``python -m cimnas.hw.evaluate``: score designs with the batched cost model.
+"""``python -m cimnas.experiments.hw_evaluate``: score designs with the batched cost model.
 
 Inputs (any mix, all scored in one batched call per workload):
 
@@ -20,7 +20,6 @@ import json
 import math
 import statistics
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,9 @@ import torch
 
 from cimnas.hw.cost_model import evaluate
 from cimnas.hw.params import HardwareBatch, HardwareParams
-from cimnas.hw.reference import ReferenceKeyError, designs_to_batches, parse_key
-from cimnas.hw.workload import Workload, workload_from_arch
+from cimnas.experiments.reference_keys import ReferenceKeyError, designs_to_batches, parse_key
+from cimnas.hw.workload import Workload
+from cimnas.search.lowering import workload_from_arch
 from cimnas.space import ArchBatch, Architecture, QuantPolicy, apq_mbv2, get_space
 
 SUMMARY_KEYS = ("energy_j", "latency_s", "area_mm2", "edap", "edap_j_s_cm2", "feasible", "reason",
@@ -143,18 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary))
     return 0
 
-
-class _CallableModule(types.ModuleType):
-    """Importing this command module binds the package attribute ``cimnas.hw.evaluate`` to it,
-    shadowing the cost-model function :func:`cimnas.hw.evaluate` of the same name (the command
-    keeps the name the docs promise: ``python -m cimnas.hw.evaluate``). Calling the module
-    therefore calls the cost model, so ``cimnas.hw.evaluate(workload, hardware)`` works either way."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())
