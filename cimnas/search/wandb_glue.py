@@ -10,13 +10,14 @@ from typing import Any
 
 from cimnas.search.config import SearchConfig
 from cimnas.search.designs import write_json
+from cimnas.tracking import wandb_mode
 
 log = logging.getLogger("cimnas.search")
 
 
-
 def _wandb_mode(config: SearchConfig) -> str:
-    return os.environ.get("WANDB_MODE", config.wandb.mode)
+    """``$WANDB_MODE`` first (sweep agents set it), then ``wandb.mode`` of the config."""
+    return wandb_mode(os.environ.get("WANDB_MODE") or config.wandb.mode)
 
 
 def _start_wandb(config: SearchConfig, name: str, out_dir: Path) -> Any:
