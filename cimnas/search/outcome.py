@@ -187,6 +187,7 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
         "genome_length": setup.genome.length,
         "space_size": setup.genome.space_size(),
         "objective": problem.objective.label(),
+        "accuracy_floor": problem.evaluator.accuracy_floor,
         "n_evaluations": result.n_evaluations,
         "wall_s": result.wall_s,
         "evaluations_per_s": result.n_evaluations / result.wall_s if result.wall_s > 0 else None,

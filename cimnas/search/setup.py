@@ -82,6 +82,10 @@ def build_setup(config: SearchConfig, accuracy: Any | None = None) -> Setup:
     evaluator = DesignEvaluator(genome, accuracy, config.constraints, value_stats=value_stats,
                                 reference_compat=config.reference_compat)
     log.info("%s", genome.describe())
+    if evaluator.accuracy_floor is not None:
+        log.info("accuracy floor %.4f (constraints: min_accuracy=%s, min_accuracy_quantile=%s, max_accuracy_drop=%s)",
+                 evaluator.accuracy_floor, config.constraints.min_accuracy, config.constraints.min_accuracy_quantile,
+                 config.constraints.max_accuracy_drop)
     return Setup(config, space, hw_space, genome, evaluator, device)
 
 
