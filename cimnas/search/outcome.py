@@ -160,7 +160,9 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
         archive.add(result.values, result.evals)
     front_values = archive.values if archive.values is not None else result.values[:0]
     front_evals = archive.evals if archive.evals is not None else result.evals[:0]
-    source = {"method": result.name, "objective": problem.objective.label(), "config": setup.config.fingerprint()}
+    source = {"method": result.name, "objective": problem.objective.label(), "config": setup.config.fingerprint(),
+              # what priced the design, so `python -m cimnas.experiments.hw_evaluate best.json` reproduces it
+              "value_stats": setup.config.value_stats, "reference_compat": bool(setup.config.reference_compat)}
     pick = best_index(problem, result.evals)
     best_design = setup.genome.to_designs(result.values[int(pick): int(pick) + 1])[0]
     best_metrics = {c: float(result.evals[int(pick), problem.column(c)]) for c in METRIC_COLUMNS if c != "reason_code"}
