@@ -60,11 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # dataclass validation (ga.*, objective.*, constraints.*, ...)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from cimnas.search.run import run_search
+    from cimnas.search.run import ResultsFolderError, run_search
 
     try:
         run_search(config)
-    except (ArtifactError, FileNotFoundError, SpaceError, GenomeError, ObjectiveError, HardwareError) as exc:
+    except (ArtifactError, FileNotFoundError, SpaceError, GenomeError, ObjectiveError, HardwareError,
+            ResultsFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

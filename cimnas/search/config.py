@@ -50,12 +50,15 @@ class OutputConfig:
         checkpoint_every: write ``checkpoint.pt`` every N generations (and at the end).
         plots: write convergence, Pareto and breakdown plots.
         progress: show a progress bar with the best objective.
+        overwrite: replace the results of a search with another configuration in ``dir``
+            (without it such a folder is refused; a folder of the same configuration resumes).
     """
 
     dir: str = "results/default"
     checkpoint_every: int = 1
     plots: bool = True
     progress: bool = True
+    overwrite: bool = False
 
 
 @dataclass

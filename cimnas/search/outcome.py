@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from cimnas.search.operators import first_occurrence
 from cimnas.search.problem import JointProblem
 from cimnas.search.plots import write_plots
 from cimnas.search.setup import Setup
+
+log = logging.getLogger("cimnas.search")
 
 
 #: Metrics shown in the comparison table.
@@ -128,6 +131,20 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+def population_diversity(genome: Any, values: torch.Tensor) -> dict[str, int]:
+    """Distinct networks (architecture and bits of the blocks a network executes; genes of skipped
+    blocks ignored) and distinct chips among the rows of ``values``."""
+    if values.shape[0] == 0:
+        return {"size": 0, "distinct_networks": 0, "distinct_hardware": 0}
+    arch = genome.decode_arch(values)
+    active = arch.active_blocks(genome.space).long()
+    key = torch.cat([arch.depths, arch.kernels * active, arch.hidden * active, arch.resolution.unsqueeze(1),
+                     (arch.bits * active.unsqueeze(2)).flatten(1)], dim=1)
+    hw = genome.hw_indices(values)
+    return {"size": int(values.shape[0]), "distinct_networks": int(torch.unique(key, dim=0).shape[0]),
+            "distinct_hardware": int(torch.unique(hw, dim=0).shape[0]) if hw.shape[1] else 1}
+
+
 def population_rows(setup: Setup, result: MethodResult, index: torch.Tensor | None = None) -> list[dict[str, Any]]:
     values, evals = result.values, result.evals
     if index is not None:
@@ -196,8 +213,15 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
         "best": best_metrics,
         "n_feasible": int(feasible.sum()),
         "pareto_size": int(front_values.shape[0]),
+        "final_population": population_diversity(setup.genome, result.values),
         **(extra_summary or {}),
     }
+    diversity = summary["final_population"]
+    log.info("%s: final population of %d holds %d distinct networks and %d distinct chips", result.name,
+             diversity["size"], diversity["distinct_networks"], diversity["distinct_hardware"])
+    if diversity["size"] > 1 and diversity["distinct_networks"] == 1:
+        log.warning("%s: the final population collapsed to one network; top-K selection (finetune_batch) "
+                    "falls back to the Pareto archive", result.name)
     if setup.config.output.plots:
         summary["plots"] = write_plots(setup, result, out_dir / "plots", reference, front_result, int(pick))
     write_json(out_dir / "summary.json", summary)

@@ -20,6 +20,8 @@ The job is assembled from :mod:`~cimnas.search.setup` (what is loaded once),
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
@@ -40,15 +42,83 @@ from cimnas.search.wandb_glue import _finish_wandb, _start_wandb
 
 log = logging.getLogger("cimnas.search")
 
+#: The results folder's marker: which configuration wrote it.
+RUN_FILE = "run.json"
+#: What a search writes into its results folder (removed by ``output.overwrite``); W&B runs stay.
+RESULT_NAMES = ("best.json", "pareto.json", "population.csv", "pareto.csv", "generations.csv", "summary.json",
+                "plots", "checkpoint.pt", "compare.csv", "compare.md", RUN_FILE)
+
+
+class ResultsFolderError(ValueError):
+    """The results folder holds another configuration's search."""
+
+
+#: Set by the local sweep runner (:mod:`cimnas.sweep`) to the trial's name.
+TRIAL_NAME_ENV = "CIMNAS_TRIAL_NAME"
+
+
+def trial_output_dir(config: SearchConfig) -> SearchConfig:
+    """A sweep trial writes into its own folder ``<output.dir>/<trial>``: the local runner names
+    it (``$CIMNAS_TRIAL_NAME``), a W&B agent by its run (``$WANDB_SWEEP_ID`` + ``$WANDB_RUN_ID``)."""
+    trial = os.environ.get(TRIAL_NAME_ENV)
+    if not trial and os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+        trial = f"sweep-{os.environ['WANDB_SWEEP_ID']}-{os.environ['WANDB_RUN_ID']}"
+    if not trial:
+        return config
+    out = str(Path(config.output.dir) / trial)
+    log.info("sweep trial %s: results in %s", trial, out)
+    return dataclasses.replace(config, output=dataclasses.replace(config.output, dir=out))
+
+
+def prepare_results_folder(config: SearchConfig) -> bool:
+    """Make ``output.dir`` safe to write: empty or new -> fresh run; same configuration
+    (:meth:`SearchConfig.fingerprint`) -> resume from its checkpoints; another configuration ->
+    refuse, unless ``output.overwrite`` (then the previous results are removed first). Returns
+    whether to resume."""
+    import shutil
+
+    out_dir = Path(config.output.dir)
+    methods = [m for m in config.compare_methods if m != "fixed"] if config.mode == "compare" else []
+    names = set(RESULT_NAMES) | set(methods) | {"joint", "hardware_only", "two_stage", "random"}
+    present = sorted(p.name for p in out_dir.iterdir() if p.name in names) if out_dir.is_dir() else []
+    fingerprint = config.fingerprint()
+    if present:
+        marker = out_dir / RUN_FILE
+        previous = None
+        if marker.is_file():
+            try:
+                previous = json.loads(marker.read_text()).get("fingerprint")
+            except (OSError, ValueError):
+                previous = None
+        if previous == fingerprint and not config.output.overwrite:
+            log.info("%s holds a search of this configuration (%s): resuming from its checkpoints", out_dir, fingerprint)
+            return True
+        if not config.output.overwrite:
+            what = f"configuration {previous}" if previous else "results without a run.json marker"
+            raise ResultsFolderError(
+                f"output.dir={str(out_dir)!r} holds a search of another {what} (this one: {fingerprint}; "
+                f"found {', '.join(present)}); choose another --output.dir, or pass --output.overwrite true "
+                f"to replace it")
+        for name in present:
+            path = out_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        log.info("%s: previous results removed (output.overwrite)", out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / RUN_FILE, {"fingerprint": fingerprint, "mode": config.mode, "config": config.to_dict()})
+    return bool(config.resume)
+
 
 def run_search(config: SearchConfig, accuracy: Any | None = None) -> dict[str, Any]:
     """Run the job described by ``config``; returns its summary (also written to summary.json)."""
     torch.manual_seed(int(config.ga.seed))
     if config.threads:
         torch.set_num_threads(int(config.threads))
+    config = trial_output_dir(config)
     setup = build_setup(config, accuracy)
+    if prepare_results_folder(config) and not config.resume:
+        config = dataclasses.replace(config, resume=True)
+        setup.config = config
     out_dir = Path(config.output.dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     space_sizes = setup.genome.space_size_by_part()
     reference = reference_result(setup)  # validates the expert designs before anything starts
     wandb_run = _start_wandb(config, config.mode, out_dir)
