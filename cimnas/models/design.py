@@ -30,6 +30,7 @@ from cimnas.space import (
     QuantPolicy,
     SearchSpace,
     SpaceError,
+    check_mapping_keys,
     get_space,
 )
 
@@ -157,14 +158,7 @@ def _int_list(value: Any, field_name: str, source: str | None) -> list[int]:
 
 
 def _architecture(value: Any, space: SearchSpace, source: str | None) -> Architecture:
-    if not isinstance(value, Mapping):
-        raise DesignError(f"{_where(source)}architecture must be a mapping with keys {list(ARCH_FIELDS)}; "
-                          f"got {type(value).__name__}")
-    missing = [k for k in ARCH_FIELDS if k not in value]
-    unknown = sorted(set(value) - set(ARCH_FIELDS))
-    if missing or unknown:
-        raise DesignError(f"{_where(source)}architecture: missing keys {missing}, unknown keys {unknown}; "
-                          f"expected keys {list(ARCH_FIELDS)}")
+    check_mapping_keys(f"{_where(source)}architecture", value, ARCH_FIELDS, DesignError)
     try:
         resolution = int(value["resolution"])
     except (TypeError, ValueError):
@@ -188,14 +182,7 @@ def _quantization(value: Any, space: SearchSpace, source: str | None) -> QuantPo
             raise DesignError(f"{_where(source)}quantization={value} is not allowed; allowed values: "
                               f"{list(space.bit_choices)} or a mapping with keys {list(BIT_FIELDS)}")
         return QuantPolicy.uniform(space, value)
-    if not isinstance(value, Mapping):
-        raise DesignError(f"{_where(source)}quantization must be a mapping with keys {list(BIT_FIELDS)}; "
-                          f"got {type(value).__name__}")
-    missing = [k for k in BIT_FIELDS if k not in value]
-    unknown = sorted(set(value) - set(BIT_FIELDS))
-    if missing or unknown:
-        raise DesignError(f"{_where(source)}quantization: missing keys {missing}, unknown keys {unknown}; "
-                          f"expected keys {list(BIT_FIELDS)}")
+    check_mapping_keys(f"{_where(source)}quantization", value, BIT_FIELDS, DesignError)
     policy = QuantPolicy(*[_int_list(value[f], f"quantization.{f}", source) for f in BIT_FIELDS])
     try:
         return policy.validate(space)

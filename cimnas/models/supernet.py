@@ -2,7 +2,7 @@
 
 One set of weights at the largest size; :meth:`OFASupernet.set_active` selects a subnet
 (depth per stage, kernel and hidden width per block) and optionally its per-block bit widths;
-``forward`` runs that subnet by slicing (``shared/reference/ofa-predictor.md`` §2).
+``forward`` runs that subnet by slicing (``docs/reference/ofa-predictor.md`` §2).
 
 Typical use (how the predictor measures accuracies)::
 

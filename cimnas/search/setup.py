@@ -4,13 +4,13 @@ source, evaluator), and hardware genes from named values."""
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cimnas.hw.params import option_index
 from cimnas.space import SearchSpace, get_space
 from cimnas.search.config import REFERENCE_BASELINE_HARDWARE, ExpertDesign, SearchConfig
 from cimnas.search.designs import resolve_network
@@ -107,7 +107,7 @@ def hardware_dict(setup: Setup, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _has_option(choices: tuple, value: Any) -> bool:
-    return any(c == value or (isinstance(c, float) and math.isclose(c, float(value), rel_tol=1e-9)) for c in choices)
+    return option_index(choices, value) is not None
 
 
 def expert_genome(setup: Setup, expert: ExpertDesign) -> torch.Tensor:
