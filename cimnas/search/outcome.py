@@ -219,7 +219,9 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
     diversity = summary["final_population"]
     log.info("%s: final population of %d holds %d distinct networks and %d distinct chips", result.name,
              diversity["size"], diversity["distinct_networks"], diversity["distinct_hardware"])
-    if diversity["size"] > 1 and diversity["distinct_networks"] == 1:
+    lower, upper = getattr(problem, "lower_bounds", None), getattr(problem, "upper_bounds", None)
+    network_fixed = lower is not None and bool((lower[setup.genome.num_hw:] == upper[setup.genome.num_hw:]).all())
+    if diversity["size"] > 1 and diversity["distinct_networks"] == 1 and not network_fixed:
         log.warning("%s: the final population collapsed to one network; top-K selection (finetune_batch) "
                     "falls back to the Pareto archive", result.name)
     if setup.config.output.plots:
