@@ -15,7 +15,8 @@ from cimnas.search.evaluator import ConstraintConfig
 from cimnas.search.ga import make_batch, survival_order
 from cimnas.search.objectives import ObjectiveConfig
 from cimnas.search.problem import JointProblem
-from cimnas.search.outcome import MethodResult, ParetoArchive, write_results
+from cimnas.search.outcome import write_results
+from cimnas.search.result import MethodResult, ParetoArchive
 from cimnas.search.runner import run_ga
 from cimnas.search.setup import Setup, expert_genome, hardware_dict
 

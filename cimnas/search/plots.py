@@ -7,16 +7,14 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from cimnas.search.result import MethodResult
 from cimnas.search.setup import Setup
 
 log = logging.getLogger("cimnas.search")
-
-if TYPE_CHECKING:  # only for annotations: outcome writes the plots
-    from cimnas.search.outcome import MethodResult
 
 
 def write_plots(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,

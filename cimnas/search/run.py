@@ -34,8 +34,8 @@ from cimnas.search.designs import resolve_network, write_json
 from cimnas.search.ga import ConstrainedGA
 from cimnas.io import write_metrics_file
 from cimnas.search.methods import evaluate_fixed, reference_result, run_method
-from cimnas.search.outcome import (MethodResult, _print_best, _write_csv, compare_table, markdown_table, search_metrics,
-                                   write_results)
+from cimnas.search.outcome import _print_best, _write_csv, compare_table, markdown_table, search_metrics, write_results
+from cimnas.search.result import MethodResult
 from cimnas.search.runner import run_ga
 from cimnas.search.setup import Setup, build_setup, expert_genome, hardware_dict, load_hardware_space
 from cimnas.search.wandb_glue import _finish_wandb, _start_wandb

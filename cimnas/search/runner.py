@@ -16,7 +16,7 @@ from cimnas.search.evaluator import REASONS, ConstraintConfig, DesignEvaluator
 from cimnas.search.ga import ConstrainedGA, GAConfig
 from cimnas.search.objectives import ObjectiveConfig
 from cimnas.search.problem import JointProblem
-from cimnas.search.outcome import MethodResult, ParetoArchive, best_index
+from cimnas.search.result import MethodResult, ParetoArchive, best_index
 from cimnas.search.setup import Setup
 
 log = logging.getLogger("cimnas.search")
