@@ -149,7 +149,7 @@ def ofa_space(config: OFAConfig) -> SearchSpace:
         candidate = preset(num_classes=c.num_classes)
         if not _structural_differences(space, candidate):
             return candidate
-    if space.name == "apq_mbv2" and _structural_differences(space, get_space("apq_mbv2")) == ["bn_eps"]:
+    if space.name == "apq_mbv2" and _structural_differences(space, get_space("apq_mbv2", num_classes=c.num_classes)) == ["bn_eps"]:
         return space  # APQ's supernet: the apq_mbv2 space with OFA-ProxylessNAS's BN epsilon (1e-3)
     fmt = lambda v: "".join(str(_plain(x)).replace(".", "") for x in v)  # noqa: E731
     return space.replace(name=f"ofa_{c.family}_w{_plain(c.width_mult)}_k{fmt(c.ks)}_e{fmt(c.expand)}_d{fmt(c.depth)}")
@@ -316,7 +316,9 @@ def supernet_from_ofa_state(state: dict[str, torch.Tensor], config: OFAConfig,
     if missing:
         problems.append(f"missing tensors {[(k, list(target[mapping[k]].shape)) for k in missing[:8]]}"
                         f"{' (+%d more)' % (len(missing) - 8) if len(missing) > 8 else ''}")
-    for key in sorted(expected & set(found)):
+    for key in mapping:  # in network order
+        if key not in found:
+            continue
         name, value = found[key]
         want = target[mapping[key]]
         if tuple(value.shape) != tuple(want.shape):
@@ -450,11 +452,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=str | None, default=None, help="OFA .pth to import")
     parser.add_argument("--family", type=str | None, default=None, help=f"one of {list(FAMILIES)}")
     parser.add_argument("--width-mult", type=float | None, default=None)
-    parser.add_argument("--ks", type=list[int] | None, default=None, nargs="+")
-    parser.add_argument("--expand", type=list[float] | None, default=None, nargs="+")
-    parser.add_argument("--depth", type=list[int] | None, default=None, nargs="+")
+    parser.add_argument("--ks", type=int, nargs="+", default=None, help="kernel list, e.g. 3 5 7")
+    parser.add_argument("--expand", type=float, nargs="+", default=None, help="expand-ratio list, e.g. 3 4 6")
+    parser.add_argument("--depth", type=int, nargs="+", default=None,
+                        help="depth list, e.g. 2 3 4 (ResNet50: extra blocks 0 1 2)")
     parser.add_argument("--num-classes", type=int | None, default=None)
-    parser.add_argument("--to-ofa", type=bool, default=False, help="export --supernet as an OFA state dict")
+    parser.add_argument("--to-ofa", action="store_true", help="export --supernet as an OFA state dict")
     parser.add_argument("--supernet", type=str | None, default=None, help="cimnas supernet file (with --to-ofa)")
     parser.add_argument("--out", type=str, required=True)
     args = parser.parse_args(argv)

@@ -1,0 +1,284 @@
+"""Once-for-All checkpoints imported into cimnas, proven against the original ``ofa`` package.
+
+Every OFA network is built by ``ofa`` itself with seeded random weights; its BN affine
+parameters and running statistics and its kernel-transformation matrices are randomised so that
+each of them changes the logits. Subnets are compared in eval mode on a fixed input (batch 2,
+40-64 px: the networks are fully convolutional, so a small input exercises every layer).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+ofa_nets = pytest.importorskip("ofa.imagenet_classification.elastic_nn.networks")
+
+from cimnas.models.ofa_import import (OFAConfig, OFAImportError, arch_from_ofa, arch_to_ofa,  # noqa: E402
+                                      config_of_space, export_ofa, import_ofa, main, ofa_space, ofa_state_dict)
+from cimnas.models.supernet import OFASupernet, load_supernet  # noqa: E402
+from cimnas.space import Architecture, get_space  # noqa: E402
+
+TOL = 1e-4
+RESOLUTIONS = (40, 48, 56, 64)
+STATIC_SUBNETS = 6  # of the random subnets, also compared as static networks
+
+#: (case id, family, ofa class name, constructor kwargs, cimnas space expected, subnets compared)
+CASES = {
+    "proxyless_w1.0": ("proxyless", "OFAProxylessNASNets",
+                       dict(width_mult=1.0, ks_list=[3, 5, 7], expand_ratio_list=[4, 6], depth_list=[2, 3, 4]),
+                       "apq_mbv2", 20),
+    "proxyless_w1.3": ("proxyless", "OFAProxylessNASNets",
+                       dict(width_mult=1.3, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4]),
+                       "ofa_proxyless_w1.3", 5),
+    "mbv3_w1.0": ("mbv3", "OFAMobileNetV3",
+                  dict(width_mult=1.0, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4]),
+                  "ofa_mbv3", 20),
+    "mbv3_w1.2": ("mbv3", "OFAMobileNetV3",
+                  dict(width_mult=1.2, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4]),
+                  "ofa_mbv3_w1.2", 5),
+    "resnet50": ("resnet50", "OFAResNets",
+                 dict(depth_list=[0, 1, 2], expand_ratio_list=[0.2, 0.25, 0.35], width_mult_list=[0.65, 0.8, 1.0]),
+                 "ofa_resnet50_w1.0", 20),
+}
+N_CLASSES = 100
+
+
+def _randomise(net: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("_matrix"):  # kernel transforms: identity at init -> make them matter
+                p.add_(0.2 * torch.randn(p.shape, generator=g))
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(0.2 * torch.randn(c, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+                m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                m.bias.copy_(0.2 * torch.randn(c, generator=g))
+                m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=g)))
+            if isinstance(m, torch.nn.Linear):  # logits of order 1..10, so 1e-4 is a strict bound
+                m.weight.mul_(20.0)
+
+
+def _ofa_net(case: str) -> torch.nn.Module:
+    _, cls_name, kwargs, _, _ = CASES[case]
+    torch.manual_seed(0)
+    net = getattr(ofa_nets, cls_name)(n_classes=N_CLASSES, **kwargs)
+    _randomise(net, seed=1)
+    return net.eval()
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def imported(request, tmp_path_factory):
+    case = request.param
+    family, _, kwargs, _, _ = CASES[case]
+    net = _ofa_net(case)
+    path = tmp_path_factory.mktemp(case) / "ofa.pth"
+    torch.save({"state_dict": net.state_dict()}, path)
+    out = path.with_name("supernet.pt")
+    model = import_ofa(path, family, out, width_mult=kwargs.get("width_mult", 1.0),
+                       expand=kwargs["expand_ratio_list"], depth=kwargs["depth_list"])
+    return case, net, model.eval(), path, out
+
+
+def _random_subnet(space, case: str, rng: random.Random):
+    family, _, kwargs, _, _ = CASES[case]
+    nb, ns = space.num_blocks, space.num_stages
+    e = [rng.choice(kwargs["expand_ratio_list"]) for _ in range(nb)]
+    if family == "resnet50":
+        d = [max(kwargs["depth_list"])] + [rng.choice(kwargs["depth_list"]) for _ in range(ns)]
+        ofa_args = {"d": d, "e": e, "w": [2] * (ns + 2)}
+        arch = arch_from_ofa(space, 3, e, d)
+    else:
+        ks = [rng.choice(kwargs["ks_list"]) for _ in range(nb)]
+        d = [rng.choice(kwargs["depth_list"]) for _ in range(ns)]
+        ofa_args = {"ks": ks, "e": e, "d": d}
+        arch = arch_from_ofa(space, ks, e, d)
+    return ofa_args, arch
+
+
+def test_import_picks_the_matching_space_and_writes_a_loadable_supernet(imported):
+    case, net, model, _, out = imported
+    assert model.space.name == CASES[case][3]
+    assert model.space.num_classes == N_CLASSES
+    n_ofa = sum(p.numel() for p in net.parameters())
+    ours = sum(p.numel() for n, p in model.named_parameters() if ".input_quantizer." not in n)
+    assert ours == n_ofa  # every OFA tensor, nothing more (the quantizer ranges are cimnas-only)
+    loaded = load_supernet(out)
+    assert loaded.space == model.space
+    ref = model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in loaded.state_dict().items())
+
+
+def test_subnet_logits_and_exported_subnets_equal_ofa(imported):
+    """>= 20 random subnets per family (depth, kernel, expand, input resolution): cimnas after
+    import == ofa after set_active_subnet; for the first few, cimnas export_subnet == ofa
+    get_active_subnet (same parameter count, same logits)."""
+    case, net, model, _, _ = imported
+    n_subnets = CASES[case][4]
+    rng = random.Random(7)
+    g = torch.Generator().manual_seed(3)
+    worst, outputs = 0.0, []
+    with torch.no_grad():
+        for i in range(n_subnets):
+            ofa_args, arch = _random_subnet(model.space, case, rng)
+            res = rng.choice(RESOLUTIONS)
+            x = torch.randn(2, 3, res, res, generator=g)
+            net.set_active_subnet(**ofa_args)
+            model.set_active(arch)
+            ref = net(x)
+            worst = max(worst, float((model(x) - ref).abs().max()))
+            if res == RESOLUTIONS[-1]:
+                outputs.append(ref)
+            if i >= STATIC_SUBNETS:  # building static copies dominates the run time
+                continue
+            ofa_static = net.get_active_subnet(preserve_weight=True).eval()
+            ours_static = model.export_subnet().eval()
+            assert sum(p.numel() for p in ofa_static.parameters()) == sum(
+                p.numel() for n, p in ours_static.named_parameters() if ".input_quantizer." not in n)
+            worst = max(worst, float((ours_static(x) - ofa_static(x)).abs().max()))
+    assert worst <= TOL, f"{case}: max |logit difference| {worst:.3g} > {TOL}"
+    # the subnets really differ from each other, so the comparison above can fail
+    assert len(outputs) >= 2 and float((outputs[0] - outputs[1]).abs().max()) > 1e-2
+    assert float(outputs[0].abs().max()) > 1.0
+
+
+def test_export_back_round_trips_bit_for_bit_and_loads_strict(imported, tmp_path):
+    case, net, model, _, _ = imported
+    _, cls_name, kwargs, _, _ = CASES[case]
+    original = net.state_dict()
+    path, config = export_ofa(model, tmp_path / "back.pth")
+    back = torch.load(path, weights_only=True)["state_dict"]
+    assert set(back) == set(original)
+    assert all(torch.equal(back[k], original[k]) and back[k].dtype == original[k].dtype for k in original)
+    fresh = getattr(ofa_nets, cls_name)(**config.constructor_kwargs())
+    torch.nn.Module.load_state_dict(fresh, back, strict=True)  # torch's own strict check
+    fresh.load_state_dict(back, strict=True)  # ofa's loader (key renaming, then strict)
+    again = import_ofa(path, CASES[case][0], width_mult=kwargs.get("width_mult", 1.0),
+                       expand=kwargs["expand_ratio_list"], depth=kwargs["depth_list"])
+    ours = model.state_dict()
+    assert all(torch.equal(v, ours[k]) for k, v in again.state_dict().items())
+
+
+def test_arch_conversion_round_trips(imported):
+    case, _, model, _, _ = imported
+    rng = random.Random(11)
+    for _ in range(5):
+        ofa_args, arch = _random_subnet(model.space, case, rng)
+        back = arch_to_ofa(model.space, arch)
+        assert back["e"] == ofa_args["e"]
+        if "ks" in back:
+            assert back["ks"] == ofa_args["ks"]
+            assert back["d"] == [min(d, s.max_depth) for d, s in zip(ofa_args["d"], model.space.stages)]
+        else:
+            assert back["d"] == ofa_args["d"]
+
+
+# ---------------------------------------------------------------------- bad checkpoints
+
+
+@pytest.fixture(scope="module")
+def mbv3_state():
+    return _ofa_net("mbv3_w1.0").state_dict()
+
+
+def _expect_error(tmp_path, state, family="mbv3", **kwargs) -> str:
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    out = tmp_path / "out" / "supernet.pt"
+    with pytest.raises(OFAImportError) as err:
+        import_ofa(path, family, out, **kwargs)
+    assert not out.exists() and not out.with_name(out.name + ".tmp").exists()
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+    return str(err.value)
+
+
+def test_wrong_shape_names_tensor_expected_and_found(tmp_path, mbv3_state):
+    state = dict(mbv3_state)
+    key = "blocks.3.conv.depth_conv.conv.7to5_matrix"
+    state[key] = torch.zeros(9, 9)
+    msg = _expect_error(tmp_path, {"state_dict": state})
+    assert key in msg and "expected shape [25, 25]" in msg and "found [9, 9]" in msg
+
+
+def test_missing_and_unknown_tensors_are_named(tmp_path, mbv3_state):
+    state = dict(mbv3_state)
+    del state["blocks.5.conv.depth_conv.se.fc.reduce.bias"]
+    state["blocks.5.conv.depth_conv.extra.weight"] = torch.zeros(3)
+    msg = _expect_error(tmp_path, state)
+    assert "missing tensors" in msg and "blocks.5.conv.depth_conv.se.fc.reduce.bias" in msg
+    assert "unknown tensors" in msg and "blocks.5.conv.depth_conv.extra.weight" in msg
+
+
+def test_mismatched_family_or_options_fail(tmp_path, mbv3_state):
+    msg = _expect_error(tmp_path, mbv3_state, family="proxyless", width_mult=1.0, expand=[4, 6])
+    assert "OFAProxylessNASNets" in msg and "expected shape" in msg
+    msg = _expect_error(tmp_path, mbv3_state, family="mbv3", width_mult=1.2)
+    assert "first_conv.conv.weight" in msg and "expected shape [24, 3, 3, 3]" in msg and "found [16, 3, 3, 3]" in msg
+
+
+def test_corrupted_file_fails_and_writes_nothing(tmp_path):
+    path = tmp_path / "corrupt.pth"
+    path.write_bytes(b"\x80\x02 this is not a torch checkpoint" * 10)
+    out = tmp_path / "supernet.pt"
+    with pytest.raises(OFAImportError, match="not a readable torch checkpoint"):
+        import_ofa(path, "mbv3", out)
+    assert not out.exists()
+    with pytest.raises(OFAImportError, match="not found"):
+        import_ofa(tmp_path / "absent.pth", "mbv3", out)
+    torch.save({"state_dict": {"a": 1}}, path)
+    with pytest.raises(OFAImportError, match="not tensors"):
+        import_ofa(path, "mbv3", out)
+    assert not out.exists()
+
+
+def test_released_key_names_and_bare_state_dict(tmp_path):
+    """Released ProxylessNAS checkpoints name blocks ``mobile_inverted_conv`` and some wrap
+    BN / conv differently; they import to the same supernet as the current names."""
+    state = _ofa_net("proxyless_w1.0").state_dict()
+    old = {k.replace("blocks.1.conv.", "blocks.1.mobile_inverted_conv.")
+            .replace("blocks.2.conv.point_linear.bn.bn.", "blocks.2.conv.point_linear.bn."): v for k, v in state.items()}
+    assert old.keys() != state.keys()
+    torch.save(old, tmp_path / "old.pth")
+    torch.save(state, tmp_path / "new.pth")
+    a = import_ofa(tmp_path / "old.pth", "proxyless", width_mult=1.0, expand=[4, 6]).state_dict()
+    b = import_ofa(tmp_path / "new.pth", "proxyless", width_mult=1.0, expand=[4, 6]).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_ofa_space_cannot_be_exported(tmp_path):
+    with torch.random.fork_rng(devices=[]):
+        model = OFASupernet(get_space("apq_mbv2_tiny"))
+    with pytest.raises(OFAImportError, match="differs from the nearest one"):
+        export_ofa(model, tmp_path / "x.pth")
+    assert not (tmp_path / "x.pth").exists()
+    with torch.random.fork_rng(devices=[]):
+        resnet = OFASupernet(get_space("ofa_resnet50"))  # no residual middle stem conv
+    with pytest.raises(OFAImportError, match="stem_residual"):
+        config_of_space(resnet.space)
+
+
+def test_fine_grained_hidden_width_has_no_ofa_ratio():
+    space = ofa_space(OFAConfig.default("proxyless", width_mult=1.0, expand=(4, 6)))
+    arch = Architecture.largest(space)
+    arch.hidden[0] = space.hidden_choices(0)[1]  # 72 channels: between 4x16 and 6x16
+    with pytest.raises(OFAImportError, match=r"hidden\[0\]=72"):
+        arch_to_ofa(space, arch)
+
+
+def test_command_line_import_and_export(tmp_path, mbv3_state, capsys):
+    ckpt = tmp_path / "ofa_mbv3.pth"
+    torch.save({"state_dict": mbv3_state}, ckpt)
+    out = tmp_path / "supernet.pt"
+    assert main(["--checkpoint", str(ckpt), "--family", "mbv3", "--ks", "3", "5", "7", "--expand", "3", "4", "6",
+                 "--depth", "2", "3", "4", "--out", str(out)]) == 0
+    assert "ofa_mbv3" in capsys.readouterr().out
+    assert load_supernet(out).space.name == "ofa_mbv3"
+    back = tmp_path / "back.pth"
+    assert main(["--to-ofa", "--supernet", str(out), "--out", str(back)]) == 0
+    assert "OFAMobileNetV3(" in capsys.readouterr().out
+    state = torch.load(back, weights_only=True)["state_dict"]
+    assert all(torch.equal(state[k], v) for k, v in mbv3_state.items())
