@@ -282,3 +282,155 @@ def test_command_line_import_and_export(tmp_path, mbv3_state, capsys):
     assert "OFAMobileNetV3(" in capsys.readouterr().out
     state = torch.load(back, weights_only=True)["state_dict"]
     assert all(torch.equal(state[k], v) for k, v in mbv3_state.items())
+
+
+# ---------------------------------------------------------------------- OFA's accuracy predictor
+
+
+def _ofa_tutorial_module():
+    """``ofa/tutorial/accuracy_predictor.py`` alone (the ``ofa.tutorial`` package imports
+    gdown / torchvision helpers we neither have nor need)."""
+    import importlib.util
+    from pathlib import Path
+
+    import ofa
+
+    path = Path(ofa.__file__).parent / "tutorial" / "accuracy_predictor.py"
+    spec = importlib.util.spec_from_file_location("_ofa_tutorial_accuracy_predictor", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _random_mbv3_batch(n: int, seed: int):
+    from cimnas.space import ArchBatch, QuantPolicy
+
+    space = get_space("ofa_mbv3")
+    g = torch.Generator().manual_seed(seed)
+    archs = [Architecture.random(space, g) for _ in range(n)]
+    batch = ArchBatch.from_designs(space, archs, [QuantPolicy.uniform(space, 8)] * n)
+    return space, archs, batch
+
+
+def test_ofa_arch_encoder_features_and_predictor_equal_ofa(tmp_path):
+    import numpy as np
+    from ofa.nas.accuracy_predictor import AccuracyPredictor, MobileNetArchEncoder
+
+    from cimnas.models.ofa_predictor import OFAAccuracyPredictor, import_ofa_predictor
+    from cimnas.search.evaluator import load_predictor
+
+    space, archs, batch = _random_mbv3_batch(150, seed=5)
+    encoder = MobileNetArchEncoder(image_size_list=list(range(128, 225, 4)), ks_list=[3, 5, 7],
+                                   expand_list=[3, 4, 6], depth_list=[2, 3, 4])
+    torch.manual_seed(0)
+    reference = AccuracyPredictor(encoder, device="cpu").eval()
+    with torch.no_grad():
+        reference.base_acc.fill_(0.75)
+    torch.save({"state_dict": reference.state_dict()}, tmp_path / "ofa_acc.pth")
+    ours = import_ofa_predictor(tmp_path / "ofa_acc.pth", tmp_path / "pred.pt", space="ofa_mbv3")
+    dicts = [{**arch_to_ofa(space, a), "image_size": a.resolution} for a in archs]
+    expected = torch.tensor(np.array([encoder.arch2feature(d) for d in dicts]), dtype=torch.float32)
+    features = ours.features(batch)
+    assert features.shape == (150, 145) and torch.equal(features, expected)
+    with torch.no_grad():
+        want = reference.predict_acc(dicts).float()
+    got = ours.predict(batch)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert float(want.std()) > 1e-4  # the architectures get different predictions
+    # the search's loader recognises the file and gives the same predictions
+    source = load_predictor(tmp_path / "pred.pt")
+    assert isinstance(source, OFAAccuracyPredictor) and source.space.name == "ofa_mbv3"
+    torch.testing.assert_close(source.predict(batch), got, rtol=0, atol=0)
+
+
+def test_ofa_tutorial_predictor_features_and_predictions_equal_ofa():
+    from cimnas.models.ofa_predictor import OFAAccuracyPredictor
+
+    tutorial = _ofa_tutorial_module()
+    torch.manual_seed(1)
+    reference = tutorial.AccuracyPredictor(pretrained=False, device="cpu")
+    space, archs, batch = _random_mbv3_batch(120, seed=9)
+    ours = OFAAccuracyPredictor.from_ofa_state_dict(reference.model.state_dict(), "ofa_mbv3")
+    population = []
+    for a in archs:
+        o = arch_to_ofa(space, a)
+        population.append({"ks": o["ks"], "e": o["e"], "d": o["d"], "r": [a.resolution]})
+    expected = torch.stack([tutorial.AccuracyPredictor.spec2feats(list(p["ks"]), list(p["e"]), list(p["d"]), p["r"][0])
+                            for p in population])
+    assert torch.equal(ours.features(batch), expected)
+    want = reference.predict_accuracy(population).squeeze(-1)
+    torch.testing.assert_close(ours.predict(batch), want, rtol=0, atol=1e-6)
+
+
+def test_ofa_predictor_rejects_other_spaces_and_layouts(tmp_path):
+    from cimnas.models.ofa_predictor import OFAAccuracyPredictor, OFAPredictorError
+
+    with pytest.raises(OFAPredictorError, match="not an OFA-MobileNetV3 space"):
+        OFAAccuracyPredictor("apq_mbv2")
+    with pytest.raises(OFAPredictorError, match="unknown OFA predictor state dict"):
+        OFAAccuracyPredictor.from_ofa_state_dict({"w": torch.zeros(2)})
+    state = OFAAccuracyPredictor("ofa_mbv3").state_dict()
+    state["layers.1.0.weight"] = torch.zeros(400, 300)
+    with pytest.raises(OFAPredictorError, match=r"layers.1.0.weight.*expected shape \[400, 400\], found \[400, 300\]"):
+        OFAAccuracyPredictor.from_ofa_state_dict(state)
+
+
+def test_ofa_predictor_drives_a_short_ofa_mbv3_search(tmp_path):
+    from ofa.nas.accuracy_predictor import AccuracyPredictor, MobileNetArchEncoder
+
+    from cimnas.models.ofa_predictor import import_ofa_predictor
+    from cimnas.search.cli import main as search_main
+
+    torch.manual_seed(2)
+    ref = AccuracyPredictor(MobileNetArchEncoder(image_size_list=list(range(128, 225, 4))), device="cpu")
+    with torch.no_grad():
+        ref.base_acc.fill_(0.75)
+    torch.save(ref.state_dict(), tmp_path / "ofa_acc.pth")
+    import_ofa_predictor(tmp_path / "ofa_acc.pth", tmp_path / "pred.pt")
+    out = tmp_path / "search"
+    assert search_main(["--space", "ofa_mbv3", "--predictor", str(tmp_path / "pred.pt"), "--value_stats", "null",
+                        "--ga.popsize", "6", "--ga.generations", "2", "--ga.seed", "1", "--output.dir", str(out),
+                        "--output.progress", "false", "--wandb.mode", "disabled"]) == 0
+    import json
+
+    best = json.loads((out / "best.json").read_text())
+    assert best["space"] == "ofa_mbv3"
+    Architecture.from_dict(best["architecture"]).validate(get_space("ofa_mbv3"))
+    assert 0.0 < best["metrics"]["accuracy"] < 2.0
+
+
+# ---------------------------------------------------------------------- end to end
+
+
+def test_imported_proxyless_supernet_runs_value_stats_and_a_short_search(tmp_path):
+    """An imported random-weight OFA-ProxylessNAS (w1.0, e {4,6}) supernet at 64 px goes
+    through the existing jobs unchanged: value statistics, then search.py with them."""
+    import json
+
+    from cimnas.data.fashion_mnist import find_fashion_mnist
+    from cimnas.models.predictor import AccuracyPredictor
+    from cimnas.search import value_stats
+    from cimnas.search.cli import main as search_main
+
+    try:
+        find_fashion_mnist()
+    except Exception as err:  # the value-stats job reads its images from Fashion-MNIST
+        pytest.skip(f"Fashion-MNIST not available: {err}")
+    net = _ofa_net("proxyless_w1.0")
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "ofa.pth")
+    supernet = tmp_path / "supernet.pt"
+    assert main(["--checkpoint", str(tmp_path / "ofa.pth"), "--family", "proxyless", "--width-mult", "1.0",
+                 "--expand", "4", "6", "--resolutions", "64", "--out", str(supernet)]) == 0
+    value_stats.main(["--supernet", str(supernet), "--out", str(tmp_path / "value_stats.pt"), "--images", "4"])
+    stats = value_stats.load_value_stats(tmp_path / "value_stats.pt", get_space("apq_mbv2"))
+    assert stats["input_hist"].shape[1] == 31 and torch.isfinite(stats["input_hist"]).all()
+    torch.manual_seed(0)
+    AccuracyPredictor(get_space("apq_mbv2")).save(tmp_path / "predictor.pt")
+    out = tmp_path / "search"
+    assert search_main(["--space", "apq_mbv2", "--predictor", str(tmp_path / "predictor.pt"),
+                        "--value_stats", str(tmp_path / "value_stats.pt"), "--ga.popsize", "6",
+                        "--ga.generations", "2", "--ga.seed", "1", "--output.dir", str(out),
+                        "--output.progress", "false", "--wandb.mode", "disabled"]) == 0
+    best = json.loads((out / "best.json").read_text())
+    assert best["space"] == "apq_mbv2"
+    Architecture.from_dict(best["architecture"]).validate(get_space("apq_mbv2"))

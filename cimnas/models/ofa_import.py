@@ -295,10 +295,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-def supernet_from_ofa_state(state: dict[str, torch.Tensor], config: OFAConfig,
-                            source: str = "checkpoint") -> OFASupernet:
-    """A cimnas supernet holding the tensors of an OFA state dict (all checks before any copy)."""
+def supernet_from_ofa_state(state: dict[str, torch.Tensor], config: OFAConfig, source: str = "checkpoint",
+                            resolutions: Sequence[int] | None = None) -> OFASupernet:
+    """A cimnas supernet holding the tensors of an OFA state dict (all checks before any copy);
+    ``resolutions`` replaces the space's resolution choices (OFA nets are fully convolutional)."""
     space = ofa_space(config)
+    if resolutions:
+        space = space.replace(resolution_choices=tuple(sorted({int(r) for r in resolutions})))
     with torch.random.fork_rng(devices=[]):
         model = OFASupernet(space)
     mapping = key_map(model)
@@ -336,11 +339,11 @@ def supernet_from_ofa_state(state: dict[str, torch.Tensor], config: OFAConfig,
 def import_ofa(checkpoint: str | os.PathLike, family: str, out: str | os.PathLike | None = None,
                width_mult: float | None = None, ks: Sequence[int] | None = None,
                expand: Sequence[float] | None = None, depth: Sequence[int] | None = None,
-               num_classes: int | None = None) -> OFASupernet:
+               num_classes: int | None = None, resolutions: Sequence[int] | None = None) -> OFASupernet:
     """Read an OFA checkpoint, map it into a cimnas supernet and (when ``out`` is given) write
     it with :func:`~cimnas.models.supernet.save_supernet` (atomic; nothing is written on error).
     Unset options take the released networks' values (:data:`_DEFAULTS`); ``num_classes``
-    defaults to the checkpoint's classifier."""
+    defaults to the checkpoint's classifier, ``resolutions`` to the space's."""
     state = read_checkpoint(checkpoint)
     if num_classes is None:
         cls = [v for k, v in state.items() if re.search(r"classifier\.linear\.(linear\.)?weight$", k)]
@@ -348,7 +351,7 @@ def import_ofa(checkpoint: str | os.PathLike, family: str, out: str | os.PathLik
     config = OFAConfig.default(family, width_mult=width_mult, ks=tuple(ks) if ks else None,
                                expand=tuple(expand) if expand else None, depth=tuple(depth) if depth else None,
                                num_classes=num_classes)
-    model = supernet_from_ofa_state(state, config, source=str(checkpoint))
+    model = supernet_from_ofa_state(state, config, source=str(checkpoint), resolutions=resolutions)
     if out is not None:
         save_supernet(model, out)
     return model
@@ -457,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, nargs="+", default=None,
                         help="depth list, e.g. 2 3 4 (ResNet50: extra blocks 0 1 2)")
     parser.add_argument("--num-classes", type=int | None, default=None)
+    parser.add_argument("--resolutions", type=int, nargs="+", default=None,
+                        help="input resolutions of the space (default: the preset's, e.g. 224 or 128..224)")
     parser.add_argument("--to-ofa", action="store_true", help="export --supernet as an OFA state dict")
     parser.add_argument("--supernet", type=str | None, default=None, help="cimnas supernet file (with --to-ofa)")
     parser.add_argument("--out", type=str, required=True)
@@ -472,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.checkpoint is None or args.family is None:
         parser.error("import needs --checkpoint FILE and --family (or --to-ofa --supernet FILE)")
     model = import_ofa(args.checkpoint, args.family, args.out, args.width_mult, args.ks, args.expand, args.depth,
-                       args.num_classes)
+                       args.num_classes, args.resolutions)
     print(f"wrote {args.out}: space {model.space.name!r}, "
           f"{sum(p.numel() for p in model.parameters()):,} parameters")
     return 0
