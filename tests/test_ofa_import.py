@@ -434,3 +434,46 @@ def test_imported_proxyless_supernet_runs_value_stats_and_a_short_search(tmp_pat
     best = json.loads((out / "best.json").read_text())
     assert best["space"] == "apq_mbv2"
     Architecture.from_dict(best["architecture"]).validate(get_space("apq_mbv2"))
+
+
+def test_imagefolder_evaluation_of_an_imported_supernet(tmp_path):
+    """``python -m cimnas.models.ofa_eval`` on a tiny ImageFolder tree: named and OFA-form
+    subnets at their own resolutions, BN recalibrated, and value statistics for the search."""
+    import json
+
+    from PIL import Image
+
+    from cimnas.models.ofa_eval import evaluate_imagefolder
+    from cimnas.models.supernet import evaluate_accuracy, recalibrate_bn
+    from cimnas.data.image_folder import ImageFolderDataModule
+    from cimnas.search.value_stats import load_value_stats
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 6), ("val", 3)):
+        for c in ("a", "b"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(n):
+                pixels = (torch.rand(40, 40, 3, generator=g) * 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(tmp_path / "data" / split / c / f"{i}.png")
+    torch.save(_ofa_net("mbv3_w1.0").state_dict(), tmp_path / "ofa.pth")
+    supernet = tmp_path / "supernet.pt"
+    import_ofa(tmp_path / "ofa.pth", "mbv3", supernet, resolutions=[32, 40])
+    space = load_supernet(supernet).space
+    rng = random.Random(0)
+    ofa_args, arch = _random_subnet(space, "mbv3_w1.0", rng)
+    (tmp_path / "archs.json").write_text(json.dumps([{**ofa_args, "image_size": 32}]))
+    res = evaluate_imagefolder(str(supernet), str(tmp_path / "data"), subnets=["largest", "smallest"],
+                               archs=str(tmp_path / "archs.json"), calib_images=8, calib_batch_size=4,
+                               val_size=2, num_workers=0, device="cpu", value_stats_out=str(tmp_path / "vs.pt"),
+                               value_stats_images=2, out=str(tmp_path / "eval.json"))
+    assert set(res["subnets"]) == {"largest", "smallest", "arch0"}
+    assert res["subnets"]["arch0"]["architecture"] == {**arch.to_dict(), "resolution": 32}
+    assert json.loads((tmp_path / "eval.json").read_text())["subnets"]["largest"]["top1"] == res["subnets"]["largest"]["top1"]
+    # the same steps by hand give the same accuracy
+    net = load_supernet(supernet)
+    dm = ImageFolderDataModule(str(tmp_path / "data"), batch_size=250, num_workers=0, resolution=32, val_size=2)
+    net.set_active(Architecture.smallest(space))
+    recalibrate_bn(net, dm.calibration_batches(8, 4))
+    assert evaluate_accuracy(net, dm.test_dataloader()) == res["subnets"]["smallest"]["top1"]
+    stats = load_value_stats(tmp_path / "vs.pt", space)
+    assert torch.allclose(stats["input_hist"].sum(-1), torch.ones(stats["input_hist"].shape[0]))
