@@ -28,7 +28,7 @@ STATIC_SUBNETS = 6  # of the random subnets, also compared as static networks
 CASES = {
     "proxyless_w1.0": ("proxyless", "OFAProxylessNASNets",
                        dict(width_mult=1.0, ks_list=[3, 5, 7], expand_ratio_list=[4, 6], depth_list=[2, 3, 4]),
-                       "apq_mbv2", 20),
+                       "ofa_proxyless_w1.0", 20),
     "proxyless_w1.3": ("proxyless", "OFAProxylessNASNets",
                        dict(width_mult=1.3, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4]),
                        "ofa_proxyless_w1.3", 5),
@@ -63,10 +63,10 @@ def _randomise(net: torch.nn.Module, seed: int) -> None:
                 m.weight.mul_(20.0)
 
 
-def _ofa_net(case: str) -> torch.nn.Module:
+def _ofa_net(case: str, n_classes: int = N_CLASSES) -> torch.nn.Module:
     _, cls_name, kwargs, _, _ = CASES[case]
     torch.manual_seed(0)
-    net = getattr(ofa_nets, cls_name)(n_classes=N_CLASSES, **kwargs)
+    net = getattr(ofa_nets, cls_name)(n_classes=n_classes, **kwargs)
     _randomise(net, seed=1)
     return net.eval()
 
@@ -404,7 +404,8 @@ def test_ofa_predictor_drives_a_short_ofa_mbv3_search(tmp_path):
 
 def test_imported_proxyless_supernet_runs_value_stats_and_a_short_search(tmp_path):
     """An imported random-weight OFA-ProxylessNAS (w1.0, e {4,6}) supernet at 64 px goes
-    through the existing jobs unchanged: value statistics, then search.py with them."""
+    through the existing jobs unchanged: value statistics, then search.py with them; the
+    winning design is accepted by fine-tuning's design check against the imported supernet."""
     import json
 
     from cimnas.data.fashion_mnist import find_fashion_mnist
@@ -416,24 +417,30 @@ def test_imported_proxyless_supernet_runs_value_stats_and_a_short_search(tmp_pat
         find_fashion_mnist()
     except Exception as err:  # the value-stats job reads its images from Fashion-MNIST
         pytest.skip(f"Fashion-MNIST not available: {err}")
-    net = _ofa_net("proxyless_w1.0")
+    net = _ofa_net("proxyless_w1.0", n_classes=1000)  # ImageNet's classes, as the search's preset
     torch.save({"state_dict": net.state_dict()}, tmp_path / "ofa.pth")
     supernet = tmp_path / "supernet.pt"
     assert main(["--checkpoint", str(tmp_path / "ofa.pth"), "--family", "proxyless", "--width-mult", "1.0",
                  "--expand", "4", "6", "--resolutions", "64", "--out", str(supernet)]) == 0
     value_stats.main(["--supernet", str(supernet), "--out", str(tmp_path / "value_stats.pt"), "--images", "4"])
-    stats = value_stats.load_value_stats(tmp_path / "value_stats.pt", get_space("apq_mbv2"))
+    stats = value_stats.load_value_stats(tmp_path / "value_stats.pt", get_space("ofa_proxyless_w1.0"))
     assert stats["input_hist"].shape[1] == 31 and torch.isfinite(stats["input_hist"]).all()
     torch.manual_seed(0)
-    AccuracyPredictor(get_space("apq_mbv2")).save(tmp_path / "predictor.pt")
+    AccuracyPredictor(get_space("ofa_proxyless_w1.0")).save(tmp_path / "predictor.pt")
     out = tmp_path / "search"
-    assert search_main(["--space", "apq_mbv2", "--predictor", str(tmp_path / "predictor.pt"),
+    assert search_main(["--space", "ofa_proxyless_w1.0", "--predictor", str(tmp_path / "predictor.pt"),
                         "--value_stats", str(tmp_path / "value_stats.pt"), "--ga.popsize", "6",
                         "--ga.generations", "2", "--ga.seed", "1", "--output.dir", str(out),
                         "--output.progress", "false", "--wandb.mode", "disabled"]) == 0
     best = json.loads((out / "best.json").read_text())
-    assert best["space"] == "apq_mbv2"
-    Architecture.from_dict(best["architecture"]).validate(get_space("apq_mbv2"))
+    assert best["space"] == "ofa_proxyless_w1.0"
+    Architecture.from_dict(best["architecture"]).validate(get_space("ofa_proxyless_w1.0"))
+    # the winner fits the supernet imported at the space's own resolution: fine-tuning accepts it
+    from cimnas.models.design import load_design
+
+    import_ofa(tmp_path / "ofa.pth", "proxyless", tmp_path / "supernet224.pt", width_mult=1.0, expand=[4, 6])
+    design = load_design(out / "best.json", space=load_supernet(tmp_path / "supernet224.pt").space)
+    assert design.architecture.to_dict() == best["architecture"]
 
 
 def test_imagefolder_evaluation_of_an_imported_supernet(tmp_path):

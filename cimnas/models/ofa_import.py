@@ -8,9 +8,10 @@ The public OFA supernets (``OFAProxylessNASNets``, ``OFAMobileNetV3``, ``OFAResN
 ============  =====================================================  ===============================
 family        OFA network                                            cimnas space
 ============  =====================================================  ===============================
-proxyless     ``OFAProxylessNASNets(width_mult, ks, e, d)``          ``apq_mbv2`` (w1.0, e {4,6}:
-                                                                     APQ's fine-grained hidden
-                                                                     widths), ``ofa_proxyless_w1.3``
+proxyless     ``OFAProxylessNASNets(width_mult, ks, e, d)``          ``ofa_proxyless_w1.0`` (w1.0,
+                                                                     e {4,6}: ``apq_mbv2``'s fine-
+                                                                     grained hidden widths, BN eps
+                                                                     1e-3), ``ofa_proxyless_w1.3``
                                                                      (w1.3, e {3,4,6}), or derived
 mbv3          ``OFAMobileNetV3(width_mult, ks, e, d)``               ``ofa_mbv3``, ``ofa_mbv3_w1.2``
 resnet50      ``OFAResNets(d, e, width_mult_list)`` at width 1.0     ``ofa_resnet50_w1.0``
@@ -119,9 +120,10 @@ def _plain(x: float) -> float | int:
 
 
 def ofa_space(config: OFAConfig) -> SearchSpace:
-    """The cimnas search space of an OFA network: a shipped preset when one matches (``apq_mbv2``
-    for ProxylessNAS w1.0 e {4,6}, ``ofa_proxyless_w1.3``, ``ofa_mbv3``, ``ofa_mbv3_w1.2``,
-    ``ofa_resnet50_w1.0``), otherwise a derived space named after the configuration."""
+    """The cimnas search space of an OFA network: a shipped preset when one matches
+    (``ofa_proxyless_w1.0`` for ProxylessNAS w1.0 e {4,6}, ``ofa_proxyless_w1.3``, ``ofa_mbv3``,
+    ``ofa_mbv3_w1.2``, ``ofa_resnet50_w1.0``), otherwise a derived space named after the
+    configuration."""
     c = config
     dmax = max(c.depth)
     if c.family == "resnet50":
@@ -149,8 +151,6 @@ def ofa_space(config: OFAConfig) -> SearchSpace:
         candidate = preset(num_classes=c.num_classes)
         if not _structural_differences(space, candidate):
             return candidate
-    if space.name == "apq_mbv2" and _structural_differences(space, get_space("apq_mbv2", num_classes=c.num_classes)) == ["bn_eps"]:
-        return space  # APQ's supernet: the apq_mbv2 space with OFA-ProxylessNAS's BN epsilon (1e-3)
     fmt = lambda v: "".join(str(_plain(x)).replace(".", "") for x in v)  # noqa: E731
     return space.replace(name=f"ofa_{c.family}_w{_plain(c.width_mult)}_k{fmt(c.ks)}_e{fmt(c.expand)}_d{fmt(c.depth)}")
 

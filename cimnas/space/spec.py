@@ -388,6 +388,14 @@ def ofa_resnet50_tiny(**overrides: Any) -> SearchSpace:
     return base.replace(**overrides) if overrides else base
 
 
+def ofa_proxyless_w10(**overrides: Any) -> SearchSpace:
+    """The OFA-ProxylessNAS supernet at width 1.0 with expand ratios {4, 6} (APQ's ``imagenet-OFA``
+    supernet, CIMNAS's network): the ``apq_mbv2`` space (any hidden width in [4 C_in, 6 C_in]) with
+    OFA-ProxylessNAS's BN epsilon 1e-3."""
+    base = apq_mbv2(name="ofa_proxyless_w1.0", bn_eps=1e-3)
+    return base.replace(**overrides) if overrides else base
+
+
 def ofa_proxyless_w13(**overrides: Any) -> SearchSpace:
     """The released OFA-ProxylessNAS supernet ``ofa_proxyless_d234_e346_k357_w1.3``: the APQ
     stage widths (``apq_mbv2``) at width 1.3, expand ratios {3, 4, 6}, OFA's BN epsilon 1e-3.
@@ -414,7 +422,7 @@ def ofa_resnet50_w10(**overrides: Any) -> SearchSpace:
 
 PRESETS = {"apq_mbv2": apq_mbv2, "ofa_mbv3": ofa_mbv3, "apq_mbv2_tiny": apq_mbv2_tiny,
            "ofa_resnet50": ofa_resnet50, "ofa_resnet50_tiny": ofa_resnet50_tiny,
-           "ofa_proxyless_w1.3": ofa_proxyless_w13, "ofa_mbv3_w1.2": ofa_mbv3_w12,
+           "ofa_proxyless_w1.0": ofa_proxyless_w10, "ofa_proxyless_w1.3": ofa_proxyless_w13, "ofa_mbv3_w1.2": ofa_mbv3_w12,
            "ofa_resnet50_w1.0": ofa_resnet50_w10}
 
 
