@@ -128,7 +128,7 @@ def evaluate_imagefolder(
 
 
 if __name__ == "__main__":  # pragma: no cover
-    auto_cli(evaluate_imagefolder)
+    auto_cli(evaluate_imagefolder, as_positional=False)
 
 
 __all__ = ["evaluate_imagefolder"]

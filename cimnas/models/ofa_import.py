@@ -479,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = import_ofa(args.checkpoint, args.family, args.out, args.width_mult, args.ks, args.expand, args.depth,
                        args.num_classes, args.resolutions)
     print(f"wrote {args.out}: space {model.space.name!r}, "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters")
+          f"{sum(p.numel() for n, p in model.named_parameters() if '.input_quantizer.' not in n):,} parameters")
     return 0
 
 
