@@ -395,7 +395,6 @@ def arch_from_ofa(space: SearchSpace, ks: Sequence[int] | int, e: Sequence[float
     es = [e] * nb if isinstance(e, (int, float)) else list(e)
     resnet = space.block_type == "bottleneck"
     if resnet:
-        dmax = max(d) if not isinstance(d, int) else d
         ds = [d] * (ns + 1) if isinstance(d, int) else list(d)
         if len(ds) != ns + 1:
             raise SpaceError(f"d has {len(ds)} entries; OFA-ResNet takes {ns + 1} (stem + stages)")
@@ -406,7 +405,6 @@ def arch_from_ofa(space: SearchSpace, ks: Sequence[int] | int, e: Sequence[float
         depths = [b + x for b, x in zip(RESNET_BASE_DEPTHS, ds[1:])]
         kernels = [space.kernel_choices[0]] * nb
         bases = space.block_out_channels
-        del dmax
     else:
         ds = [d] * ns if isinstance(d, int) else list(d)
         if len(ds) != ns:
