@@ -27,10 +27,10 @@ import torch
 from jsonargparse import auto_cli
 
 from cimnas.data.image_folder import ImageFolderDataModule
+from cimnas.io import atomic_torch_save, atomic_write_json
 from cimnas.models.ofa_import import arch_from_ofa
 from cimnas.models.supernet import evaluate_accuracy, load_supernet, recalibrate_bn
 from cimnas.space import Architecture, SearchSpace
-from cimnas.tracking import atomic_write_text
 
 NAMED = {"largest": Architecture.largest, "median": Architecture.median, "smallest": Architecture.smallest}
 
@@ -114,16 +114,11 @@ def evaluate_imagefolder(
         calib = torch.cat(dm.calibration_batches(min(calib_images, 256), calib_batch_size, seed=seed))  # on CPU
         images = torch.cat([x for x, _ in dm.val_dataloader()])[:value_stats_images]
         stats = measure_value_stats(net.cpu(), images, recalibration=calib)
-        path = Path(value_stats_out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(stats, tmp)
-        tmp.replace(path)
+        path = atomic_torch_save(value_stats_out, stats)
         results["value_stats"] = str(path)
         print(f"wrote {path}: {tuple(stats['input_hist'].shape)} input / weight histograms", flush=True)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, json.dumps(results, indent=2))
+        atomic_write_json(out, results)
     return results
 
 

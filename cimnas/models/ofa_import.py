@@ -45,6 +45,7 @@ from typing import Any, Sequence
 
 import torch
 
+from cimnas.io import atomic_torch_save
 from cimnas.models.supernet import OFASupernet, load_supernet, save_supernet
 from cimnas.space import PRESETS, Architecture, SearchSpace, SpaceError, StageSpec, get_space, make_divisible
 
@@ -375,12 +376,7 @@ def export_ofa(model: OFASupernet | str | os.PathLike, out: str | os.PathLike) -
         model = load_supernet(model)
     config = config_of_space(model.space)
     state = ofa_state_dict(model)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save({"state_dict": state}, tmp)
-    os.replace(tmp, out)
-    return out, config
+    return atomic_torch_save(out, {"state_dict": state}), config
 
 
 # ---------------------------------------------------------------------- architectures

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cimnas.io import atomic_torch_save
 from cimnas.space import ArchBatch, SearchSpace, get_space, make_divisible
 
 OFA_PREDICTOR_FORMAT = "cimnas.ofa_accuracy_predictor/1"
@@ -147,14 +148,9 @@ class OFAAccuracyPredictor(nn.Module):
                 "n_layers": self.n_layers}
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         record = {"format": OFA_PREDICTOR_FORMAT, "space": self.space.to_dict(), "config": self.config(),
                   "state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}}
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(record, tmp)
-        os.replace(tmp, path)
-        return path
+        return atomic_torch_save(path, record)
 
     @classmethod
     def from_ofa_state_dict(cls, state: dict[str, torch.Tensor], space: SearchSpace | str | dict = "ofa_mbv3",
