@@ -441,12 +441,18 @@ def test_imported_proxyless_supernet_runs_value_stats_and_a_short_search(tmp_pat
     import_ofa(tmp_path / "ofa.pth", "proxyless", tmp_path / "supernet224.pt", width_mult=1.0, expand=[4, 6])
     design = load_design(out / "best.json", space=load_supernet(tmp_path / "supernet224.pt").space)
     assert design.architecture.to_dict() == best["architecture"]
+    from cimnas.models.finetune import FinetuneModule
+
+    module = FinetuneModule(design=str(out / "best.json"), supernet=str(tmp_path / "supernet224.pt"))
+    bns = [m for m in module.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.eps == 1e-3 for m in bns)  # OFA-ProxylessNAS's BN epsilon reaches the QAT network
 
 
 def test_imagefolder_evaluation_of_an_imported_supernet(tmp_path):
     """``python -m cimnas.models.ofa_eval`` on a tiny ImageFolder tree: named and OFA-form
     subnets at their own resolutions, BN recalibrated, and value statistics for the search."""
     import json
+    from pathlib import Path
 
     from PIL import Image
 
@@ -484,3 +490,11 @@ def test_imagefolder_evaluation_of_an_imported_supernet(tmp_path):
     assert evaluate_accuracy(net, dm.test_dataloader()) == res["subnets"]["smallest"]["top1"]
     stats = load_value_stats(tmp_path / "vs.pt", space)
     assert torch.allclose(stats["input_hist"].sum(-1), torch.ones(stats["input_hist"].shape[0]))
+    # the predictor's measurement job takes the imported supernet unchanged
+    from cimnas.models.predictor.measure import measure
+
+    records = measure(str(supernet), ImageFolderDataModule(str(tmp_path / "data"), num_workers=0, resolution=40,
+                                                           val_size=2), str(tmp_path / "records.jsonl"),
+                      num_samples=2, quantized=True, calibration_images=8, calibration_batch_size=4, eval_batch_size=4)
+    rows = [json.loads(line) for line in Path(records).read_text().splitlines()]
+    assert len(rows) == 2 and all(0.0 <= r["accuracy"] <= 1.0 and r["space"] == "ofa_mbv3" for r in rows)
