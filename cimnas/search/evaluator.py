@@ -96,8 +96,11 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Accu
             f"accuracy predictor checkpoint {str(path)!r} not found. The default search needs the shipped "
             f"default artifacts; regenerate them with: {REGENERATE_HINT}, or pass --predictor PATH."
         )
+    from cimnas.models.ofa_predictor import OFAAccuracyPredictor, is_ofa_predictor_file
     from cimnas.models.predictor import AccuracyPredictor
 
+    if is_ofa_predictor_file(path):  # OFA's MobileNetV3 predictor (python -m cimnas.models.ofa_predictor)
+        return OFAAccuracyPredictor.load(path, map_location=device)
     predictor = AccuracyPredictor.from_checkpoint(path, map_location=device)
     predictor.eval()
     return predictor
