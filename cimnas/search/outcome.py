@@ -5,7 +5,7 @@ compare table)."""
 from __future__ import annotations
 
 import csv
-import io
+import io as _stringio
 import logging
 import math
 import os
@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from cimnas import io
 from cimnas.search.designs import design_record, write_json
 from cimnas.search.evaluator import METRIC_COLUMNS, REASONS
 from cimnas.search.plots import write_plots
@@ -43,7 +44,7 @@ def _design_strings(setup: Setup, values: torch.Tensor) -> list[dict[str, str]]:
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
+    buf = _stringio.StringIO()
     fields: list[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]
@@ -186,9 +187,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             return f"{v:.4g}"
         return str(v)
 
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return io.markdown_table(cols, [[fmt(r.get(c, "")) for c in cols] for r in rows])
 
 
 def search_metrics(summary: dict[str, Any]) -> dict[str, float]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cimnas.io import atomic_savefig, pyplot
 from cimnas.search.result import MethodResult
 from cimnas.search.setup import Setup
 
@@ -36,13 +36,8 @@ def _finite(values: list[float]) -> list[float]:
 
 def _pyplot(plot_dir: Path) -> Any:
     """matplotlib's pyplot on the non-interactive Agg backend, with ``plot_dir`` created."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     plot_dir.mkdir(parents=True, exist_ok=True)
-    return plt
+    return pyplot()
 
 
 def _plot_convergence(setup: Setup, result: MethodResult, plot_dir: Path, reference: MethodResult | None,
@@ -122,9 +117,7 @@ def _plot_breakdown(setup: Setup, result: MethodResult, plot_dir: Path, referenc
 
 
 def _save(fig: Any, path: Path, written: list[str]) -> None:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    atomic_savefig(path, fig, close=False, dpi=110)
     written.append(str(path))
 
 

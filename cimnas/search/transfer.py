@@ -34,6 +34,8 @@ from typing import Any, Sequence
 
 import torch
 
+from cimnas.io import atomic_write_text
+from cimnas.io import markdown_table as io_markdown_table
 from cimnas.search.config import OutputConfig, SearchConfig, WandbConfig
 from cimnas.search.evaluator import DesignEvaluator
 from cimnas.search.ga import ConstrainedGA, GAConfig, make_batch, survival_order
@@ -228,10 +230,7 @@ def compare_with_full(result: TransferResult, config: SearchConfig, accuracy: An
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, default=float))
 
 
 def _quiet(config: SearchConfig, out: str) -> SearchConfig:
@@ -287,22 +286,19 @@ def run_table(out_dir: str, popsize: int, generations: int, warm_generations: in
             rows.append(s)
             print(json.dumps(s), flush=True)
     _write_json(Path(out_dir) / "transfer_table.json", rows)
-    (Path(out_dir) / "transfer_table.md").write_text(markdown_table(rows))
+    atomic_write_text(Path(out_dir) / "transfer_table.md", markdown_table(rows))
     return rows
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| family | A→B nm | full search at B: best obj / s / evals | re-scored A designs: best obj (gap) / s "
-            "| + warm start: best obj (gap) / s / evals | time saved | evals saved |")
-    lines = [head, "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['family']} | {r['source_node_nm']:g}→{r['node_nm']:g} | {r['full_best_objective']:.4g} / "
-            f"{r['full_s']:.1f} / {r['full_evaluations']} | {r['rescored_best_objective']:.4g} "
-            f"({100 * r['rescore_gap']:+.1f} %) / {r['rescore_s']:.2f} | {r['warm_best_objective']:.4g} "
-            f"({100 * r['transfer_gap']:+.1f} %) / {r['warm_s']:.1f} / {r['warm_evaluations']} | "
-            f"{100 * r['time_saved']:.0f} % | {100 * r['evaluations_saved']:.0f} % |")
-    return "\n".join(lines) + "\n"
+    header = ("family", "A→B nm", "full search at B: best obj / s / evals", "re-scored A designs: best obj (gap) / s",
+              "+ warm start: best obj (gap) / s / evals", "time saved", "evals saved")
+    return io_markdown_table(header, [[
+        r["family"], f"{r['source_node_nm']:g}→{r['node_nm']:g}",
+        f"{r['full_best_objective']:.4g} / {r['full_s']:.1f} / {r['full_evaluations']}",
+        f"{r['rescored_best_objective']:.4g} ({100 * r['rescore_gap']:+.1f} %) / {r['rescore_s']:.2f}",
+        f"{r['warm_best_objective']:.4g} ({100 * r['transfer_gap']:+.1f} %) / {r['warm_s']:.1f} / {r['warm_evaluations']}",
+        f"{100 * r['time_saved']:.0f} %", f"{100 * r['evaluations_saved']:.0f} %"] for r in rows])
 
 
 # ---------------------------------------------------------------------- CLI
