@@ -55,6 +55,8 @@ SUPERNET_FORMAT = "cimnas.supernet/1"
 # ---------------------------------------------------------------------- sampling constraints
 
 HIDDEN_MODES = ("max", "upper", "all")
+#: How a phase picks the subnets of one training step (see :class:`PhaseSpec`).
+SAMPLERS = ("sandwich", "random")
 
 
 @dataclass
@@ -64,8 +66,11 @@ class PhaseSpec:
     ``kernels`` / ``depths`` restrict the space's choices (None = all); ``hidden`` is ``max``
     (largest hidden width only), ``upper`` (the upper half of each block's choices) or ``all``;
     ``quantize`` samples bit widths together with architectures. ``subnets_per_step`` subnets
-    are trained per batch (sandwich: largest, smallest, then random ones); ``kd`` distils each
-    non-largest subnet from the largest one. ``sort_channels`` re-sorts hidden channels by
+    are trained per batch: ``sampler='sandwich'`` takes the phase's largest and smallest, then
+    random ones; ``sampler='random'`` takes them all at random (OFA's ``dynamic_batch_size``: 1,
+    2 and 4 random subnets per step in the kernel, depth and width phases, no sandwich; OFA
+    §3.1, docs/reference/ofa-predictor.md). ``kd`` distils each non-largest subnet from the
+    phase's largest one (with ``random``, a no-grad forward of the largest gives the targets). ``sort_channels`` re-sorts hidden channels by
     importance when the phase starts (OFA §2.3). ``lr`` is the peak learning rate, decayed by a
     cosine over the phase after ``warmup_epochs`` of linear warm-up.
     """
@@ -81,8 +86,11 @@ class PhaseSpec:
     sort_channels: bool = False
     lr: float = 0.05
     warmup_epochs: float = 0.0
+    sampler: str = "sandwich"
 
     def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"phase {self.name!r}: sampler={self.sampler!r} is not allowed; allowed values: {list(SAMPLERS)}")
         if self.hidden not in HIDDEN_MODES:
             raise ValueError(f"phase {self.name!r}: hidden={self.hidden!r} is not allowed; allowed values: {list(HIDDEN_MODES)}")
         if self.epochs < 0:
