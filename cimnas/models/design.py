@@ -57,6 +57,7 @@ class Design:
     metrics: dict[str, Any] = field(default_factory=dict)
     name: str = "design"
     source: str | None = None
+    genome: list[int] | None = None  # the search's gene indices, when the file records them
 
     @property
     def predicted_accuracy(self) -> float | None:
@@ -255,8 +256,11 @@ def _csv_row_design(row: Mapping[str, str], space: SearchSpace, source: str) -> 
             metrics[key] = {"True": True, "False": False}.get(value, value)
     hardware = {k[3:]: v for k, v in row.items() if k.startswith("hw_")}
     rank = row.get("rank", "?")
-    return design_from_mapping({"architecture": arch, "quantization": quant, "hardware": hardware,
-                                "metrics": metrics}, space, source, name=f"rank{rank}")
+    design = design_from_mapping({"architecture": arch, "quantization": quant, "hardware": hardware,
+                                  "metrics": metrics}, space, source, name=f"rank{rank}")
+    if row.get("genome"):
+        design.genome = [int(v) for v in row["genome"].split()]
+    return design
 
 
 def load_designs(source: str | os.PathLike, space: SearchSpace | str | dict | None = None) -> list[Design]:

@@ -22,7 +22,6 @@ The ``table`` command runs the whole 32 -> 7 nm / 32 -> 22 nm matrix for RRAM an
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import math
@@ -69,6 +68,8 @@ def values_at_node(genome: JointGenome, values: torch.Tensor) -> torch.Tensor:
 
 def read_genomes(results_dir: str | os.PathLike, files: Sequence[str] = ("population.csv", "pareto.csv")) -> torch.Tensor:
     """Distinct genomes of a results folder (final population first, then the Pareto archive)."""
+    from cimnas.models.design import load_designs
+
     rows: list[list[int]] = []
     found = False
     for name in files:
@@ -76,10 +77,7 @@ def read_genomes(results_dir: str | os.PathLike, files: Sequence[str] = ("popula
         if not path.is_file():
             continue
         found = True
-        with path.open() as fh:
-            for r in csv.DictReader(fh):
-                if r.get("genome"):
-                    rows.append([int(v) for v in r["genome"].split()])
+        rows += [d.genome for d in load_designs(path) if d.genome]
     if not found or not rows:
         raise FileNotFoundError(f"{results_dir}: no genomes in {list(files)} (run a search with output.dir there first)")
     values = torch.tensor(rows, dtype=torch.long)
