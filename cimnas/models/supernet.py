@@ -38,6 +38,7 @@ from cimnas.models.dynamic_ops import (
 from cimnas.models.quant import FULL_PRECISION, QuantConv2d, QuantLinear
 from cimnas.models.workload_trace import workload_from_module
 from cimnas.space import Architecture, QuantPolicy, SearchSpace, SpaceError, get_space
+from cimnas.space.layers import layer_plan
 from cimnas.models.static import (
     ClassifierHead,
     ConvBNAct,
@@ -364,17 +365,13 @@ class OFASupernet(nn.Module):
             raise SpaceError(f"block_type='bottleneck' has a fixed kernel; kernel_choices={list(space.kernel_choices)} "
                              "must hold one value")
         blocks = []
-        for b in range(space.num_blocks):
-            stage = space.stages[space.block_stage[b]]
-            if space.block_type == "bottleneck":
-                blocks.append(DynamicBottleneck(
-                    space.block_in_channels[b], space.block_out_channels[b], space.max_hidden(b),
-                    space.kernel_choices[0], space.block_stride[b], stage.act, pc, eps))
+        for blk in layer_plan(space).blocks:  # the one layer plan the cost-model lowering reads too
+            if blk.kind == "bottleneck":
+                blocks.append(DynamicBottleneck(blk.in_channels, blk.out_channels, blk.max_hidden,
+                                                space.kernel_choices[0], blk.stride, blk.act, pc, eps))
             else:
-                blocks.append(DynamicMBConv(
-                    space.block_in_channels[b], space.block_out_channels[b], space.max_hidden(b),
-                    space.kernel_choices, space.block_stride[b], stage.act, stage.se, space.divisor,
-                    kernel_transform, pc, eps))
+                blocks.append(DynamicMBConv(blk.in_channels, blk.out_channels, blk.max_hidden, space.kernel_choices,
+                                            blk.stride, blk.act, blk.se, space.divisor, kernel_transform, pc, eps))
         self.blocks = nn.ModuleList(blocks)
 
         head_act = space.stages[-1].act
