@@ -70,8 +70,9 @@ class _History:
 def run_ga(setup: Setup, name: str, out_dir: Path, *, objective: ObjectiveConfig | None = None,
            constraints: ConstraintConfig | None = None, ga_config: GAConfig | None = None,
            fixed_genes: dict[int, int] | None = None, resume: bool = False,
-           wandb_run: Any = None) -> MethodResult:
-    """Run the constrained GA for one method, with checkpoints in ``out_dir``."""
+           wandb_run: Any = None, initial_values: torch.Tensor | None = None) -> MethodResult:
+    """Run the constrained GA for one method, with checkpoints in ``out_dir``; ``initial_values``
+    warm-starts it from those genomes (else it samples its own first population)."""
     config = setup.config
     objective = objective or config.objective
     ga_config = ga_config or config.ga
@@ -82,7 +83,8 @@ def run_ga(setup: Setup, name: str, out_dir: Path, *, objective: ObjectiveConfig
     problem = JointProblem(evaluator, objective, fixed_genes=fixed_genes,
                            device="cpu" if config.num_actors else setup.device, num_actors=config.num_actors,
                            num_gpus_per_actor=config.num_gpus_per_actor if config.num_actors else None)
-    ga = ConstrainedGA(problem, ga_config)
+    ga = ConstrainedGA(problem, ga_config, initial_values=None if initial_values is None
+                       else initial_values.to(problem.device))
     history: list[dict[str, Any]] = []
     archive = ParetoArchive(problem)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -37,10 +37,12 @@ from cimnas.io import atomic_write_text
 from cimnas.io import markdown_table as io_markdown_table
 from cimnas.search.config import OutputConfig, SearchConfig, WandbConfig
 from cimnas.search.evaluator import DesignEvaluator
-from cimnas.search.ga import ConstrainedGA, GAConfig, make_batch, survival_order
+from cimnas.search.ga import GAConfig, make_batch, survival_order
 from cimnas.search.genome import JointGenome
 from cimnas.search.operators import first_occurrence
 from cimnas.search.problem import JointProblem
+from cimnas.search.runner import run_ga
+from cimnas.search.setup import Setup
 
 
 def hardware_space_at_node(hw_space: Any, node_nm: float) -> Any:
@@ -84,16 +86,8 @@ def read_genomes(results_dir: str | os.PathLike, files: Sequence[str] = ("popula
     return values[first_occurrence(values)]
 
 
-@dataclass
-class NodeSetup:
-    """What a search at one node needs (same fields as :class:`cimnas.search.run.Setup`)."""
-
-    config: SearchConfig
-    space: Any
-    hw_space: Any
-    genome: JointGenome
-    evaluator: DesignEvaluator
-    device: torch.device
+#: What a search at one node needs: the search's own set-up (spaces, genome, evaluator).
+NodeSetup = Setup
 
 
 def node_setup(config: SearchConfig, node_nm: float | None, accuracy: Any | None = None) -> NodeSetup:
@@ -156,18 +150,13 @@ def rescore(setup: NodeSetup, values: torch.Tensor) -> Scored:
 
 
 def run_search(setup: NodeSetup, ga: GAConfig, initial: torch.Tensor | None = None,
-               fixed_genes: dict[int, int] | None = None) -> Scored:
-    """The project's GA at this node, from ``initial`` (warm start) or from its own sampling."""
-    start = time.perf_counter()
-    problem = _problem(setup, fixed_genes)
-    algo = ConstrainedGA(problem, ga, initial_values=None if initial is None else initial.to(setup.device))
-    history = []
-    while algo.step_count < ga.generations:
-        algo.step()
-        ev = algo.population.evals
-        history.append(float(ev[0, 0]) if ev[0, problem.cv_column] <= 0 else math.inf)
-    pop = algo.population
-    return Scored(problem, pop.values.clone(), pop.evals.clone(), time.perf_counter() - start, algo.n_evaluations, history)
+               fixed_genes: dict[int, int] | None = None, name: str = "search") -> Scored:
+    """The project's GA (:func:`cimnas.search.runner.run_ga`) at this node, from ``initial``
+    (warm start) or from its own sampling; its checkpoint goes to ``<output.dir>/<name>``."""
+    result = run_ga(setup, name, Path(setup.config.output.dir) / name, ga_config=ga, fixed_genes=fixed_genes,
+                    initial_values=initial)
+    history = [r["best_objective"] if math.isfinite(r["best_objective"]) else math.inf for r in result.history]
+    return Scored(result.problem, result.values, result.evals, result.wall_s, result.n_evaluations, history)
 
 
 @dataclass
@@ -214,7 +203,8 @@ def transfer(config: SearchConfig, source_values: torch.Tensor, node_nm: float, 
         ga = dataclasses.replace(config.ga, generations=warm_generations)
         # the seed rows were evaluated by the re-scoring: the GA's first step evaluates them again
         # (cheap) so the warm search stays the project's GA unchanged
-        warm = run_search(setup, ga, initial=seed, fixed_genes=_fixed_network(setup, seed[0]))
+        warm = run_search(setup, ga, initial=seed, fixed_genes=_fixed_network(setup, seed[0]),
+                          name=f"warm_{node_nm:g}nm")
     return TransferResult(float(node_nm), scored, warm)
 
 
@@ -223,7 +213,7 @@ def compare_with_full(result: TransferResult, config: SearchConfig, accuracy: An
     """Run the full search at the result's node from scratch (``config.ga``) and attach it."""
     setup = node_setup(config, result.node_nm, accuracy)
     fixed = _fixed_network(setup, values_at_node(setup.genome, source_best.view(1, -1))[0]) if source_best is not None else None
-    result.full = run_search(setup, config.ga, fixed_genes=fixed)
+    result.full = run_search(setup, config.ga, fixed_genes=fixed, name=f"full_{result.node_nm:g}nm")
     return result
 
 
@@ -232,7 +222,8 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _quiet(config: SearchConfig, out: str) -> SearchConfig:
-    return dataclasses.replace(config, output=OutputConfig(dir=out, plots=False, progress=False),
+    return dataclasses.replace(config, output=OutputConfig(dir=out, plots=False, progress=False,
+                                                           checkpoint_every=10**9),  # one checkpoint, at the end
                                wandb=WandbConfig(mode="disabled"), resume=False)
 
 
@@ -273,7 +264,7 @@ def run_table(out_dir: str, popsize: int, generations: int, warm_generations: in
             row = source_setup.genome.encode_designs([(*resolve_network(source_setup.space, network),
                                                        hardware_dict(source_setup, {}))])[0]
             fixed = _fixed_network(source_setup, row)
-        source = run_search(source_setup, config.ga, fixed_genes=fixed)
+        source = run_search(source_setup, config.ga, fixed_genes=fixed, name="source")
         for node in nodes:
             res = transfer(config, source.values, node, warm_generations)
             compare_with_full(res, config, source_best=source.values[0])
