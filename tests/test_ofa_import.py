@@ -449,14 +449,14 @@ def test_imported_proxyless_supernet_runs_value_stats_and_a_short_search(tmp_pat
 
 
 def test_imagefolder_evaluation_of_an_imported_supernet(tmp_path):
-    """``python -m cimnas.models.ofa_eval`` on a tiny ImageFolder tree: named and OFA-form
+    """``python -m cimnas.experiments.ofa_eval`` on a tiny ImageFolder tree: named and OFA-form
     subnets at their own resolutions, BN recalibrated, and value statistics for the search."""
     import json
     from pathlib import Path
 
     from PIL import Image
 
-    from cimnas.models.ofa_eval import evaluate_imagefolder
+    from cimnas.experiments.ofa_eval import evaluate_imagefolder
     from cimnas.models.supernet import evaluate_accuracy, recalibrate_bn
     from cimnas.data.image_folder import ImageFolderDataModule
     from cimnas.search.value_stats import load_value_stats

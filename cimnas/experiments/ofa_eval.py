@@ -7,7 +7,7 @@ un-augmented training images -> top-1; :func:`cimnas.search.value_stats.measure_
 ``root/train`` / ``root/val`` class folders, each subnet at its own resolution (resize to
 ``r / 0.875``, centre crop ``r``, as OFA evaluates)::
 
-    python -m cimnas.models.ofa_eval --supernet checkpoints/imagenet/ofa_mbv3.pt --root /data/imagenet \\
+    python -m cimnas.experiments.ofa_eval --supernet checkpoints/imagenet/ofa_mbv3.pt --root /data/imagenet \\
         --subnets '[largest, median, smallest]' --archs subnets.json --value_stats_out value_stats.pt \\
         --out results/ofa_mbv3_eval.json
 
@@ -31,6 +31,7 @@ from cimnas.io import atomic_torch_save, atomic_write_json
 from cimnas.models.ofa_import import arch_from_ofa
 from cimnas.models.supernet import evaluate_accuracy, load_supernet, recalibrate_bn
 from cimnas.space import Architecture, SearchSpace
+from cimnas.search.value_stats import measure_value_stats  # the search owns the per-slot format
 
 NAMED = {"largest": Architecture.largest, "median": Architecture.median, "smallest": Architecture.smallest}
 
@@ -108,8 +109,6 @@ def evaluate_imagefolder(
         results["subnets"][name] = {"architecture": arch.to_dict(), "top1": top1}
         print(f"{name:10s} r={arch.resolution:3d} top-1 {top1:.4f} ({time.perf_counter() - start:.1f} s)", flush=True)
     if value_stats_out is not None:
-        from cimnas.search.value_stats import measure_value_stats  # search owns the format
-
         dm = data(max(space.resolution_choices))
         calib = torch.cat(dm.calibration_batches(min(calib_images, 256), calib_batch_size, seed=seed))  # on CPU
         images = torch.cat([x for x, _ in dm.val_dataloader()])[:value_stats_images]
