@@ -133,33 +133,6 @@ class CostResult:
 # ---------------------------------------------------------------------- hardware constants
 
 
-class _Grouped:
-    """Evaluate per-design constants once per distinct combination of the fields they depend on
-    (hardware genes are categorical, so a population has few distinct combinations per group)."""
-
-    def __init__(self, hw: HardwareBatch):
-        self.hw = hw
-        self.codes: dict[str, tuple[torch.Tensor, int]] = {}
-
-    def code(self, name: str) -> tuple[torch.Tensor, int]:
-        if name not in self.codes:
-            values, inverse = torch.unique(getattr(self.hw, name), return_inverse=True)
-            self.codes[name] = (inverse, len(values))
-        return self.codes[name]
-
-    def __call__(self, fields: tuple[str, ...], fn) -> dict[str, torch.Tensor]:
-        B = self.hw.batch_size
-        key = torch.zeros(B, dtype=torch.long, device=self.hw.device)
-        for f in fields:
-            inv, n = self.code(f)
-            key = key * n + inv
-        uniq, inverse = torch.unique(key, return_inverse=True)
-        rep = torch.zeros(len(uniq), dtype=torch.long, device=key.device).scatter_(
-            0, inverse, torch.arange(B, device=key.device))
-        sub = HardwareBatch(**{f: getattr(self.hw, f)[rep] for f in self.hw.__dataclass_fields__})
-        return {k: v[inverse] for k, v in fn(sub).items()}
-
-
 def _cell_terms(hw: HardwareBatch) -> dict[str, torch.Tensor]:
     e_hi, e_lo = cell_mod.pulse_energies_pj(hw.cell, hw.rows.double(), hw.cols.double())
     return {"e_hi": e_hi, "e_lo": e_lo}
@@ -208,18 +181,105 @@ def _router_terms(hw: HardwareBatch) -> dict[str, torch.Tensor]:
     return {"router_bit": router.transfer_energy_pj(node) / router.WIDTH_BITS, "a_router": router.area_um2(node)}
 
 
-def _hardware_constants(hw: HardwareBatch) -> dict[str, torch.Tensor]:
-    """Per-design energies per action (pJ) and areas (mm²), ``[B]`` float64."""
-    grouped = _Grouped(hw)
+#: Per-design constants by group: (the hardware fields a group depends on, its term function).
+_GROUPS: tuple[tuple[tuple[str, ...], Callable[[HardwareBatch], dict[str, torch.Tensor]]], ...] = (
+    (("cell", "rows", "cols"), _cell_terms),
+    (("voltage", "cols", "technology_nm", "cell"), _row_terms),
+    (("adc_model", "adc_bits", "voltage", "technology_nm", "cell", "cols", "cycle_s"), _adc_terms),
+    (("macros_per_tile", "rows", "technology_nm"), _tile_terms("rows", "ib")),
+    (("macros_per_tile", "cols", "technology_nm"), _tile_terms("cols", "ob")),
+    (("glb_depth_words", "glb_width_bits", "technology_nm"), _glb_terms),
+    (("technology_nm", "cell", "rows", "cols"), _macro_terms),
+    (("technology_nm",), _router_terms),
+)
+
+#: Memo of the groups' constants: (group, device) -> {field values: constants}, and the
+#: constants' names per group. Bounded: a group's memo is emptied when it reaches _MEMO_LIMIT.
+_MEMO: dict[tuple[int, torch.device], dict[tuple[float, ...], tuple[float, ...]]] = {}
+_MEMO_NAMES: dict[int, tuple[str, ...]] = {}
+_MEMO_LIMIT = 1 << 18
+#: Copies of each new combination evaluated together, so that every element goes through the
+#: same (vectorised) code path of torch's CPU kernels: a memo entry then does not depend on
+#: which batch first asked for it (pow / exp2 differ by an ulp between the vector body and the
+#: scalar tail of a CPU kernel), and results do not depend on what was evaluated before.
+_CANONICAL_COPIES = 16
+
+
+def _constants_per_row(hw: HardwareBatch) -> dict[str, torch.Tensor]:
+    """Energies per action and areas of each row of ``hw``, computed row by row (no sharing,
+    no memo): the plain computation the memoised one reproduces."""
     c: dict[str, torch.Tensor] = {}
-    c.update(grouped(("cell", "rows", "cols"), _cell_terms))
-    c.update(grouped(("voltage", "cols", "technology_nm", "cell"), _row_terms))
-    c.update(grouped(("adc_model", "adc_bits", "voltage", "technology_nm", "cell", "cols", "cycle_s"), _adc_terms))
-    c.update(grouped(("macros_per_tile", "rows", "technology_nm"), _tile_terms("rows", "ib")))
-    c.update(grouped(("macros_per_tile", "cols", "technology_nm"), _tile_terms("cols", "ob")))
-    c.update(grouped(("glb_depth_words", "glb_width_bits", "technology_nm"), _glb_terms))
-    c.update(grouped(("technology_nm", "cell", "rows", "cols"), _macro_terms))
-    c.update(grouped(("technology_nm",), _router_terms))
+    for _, fn in _GROUPS:
+        c.update(fn(hw))
+    return c
+
+
+def _compact(key: torch.Tensor, span: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(key, return_inverse=True)`` for keys in ``[0, span)``; by counting when
+    the span is small (no sort), same result."""
+    if span <= 4 * key.numel() + 4096:
+        present = torch.zeros(span, dtype=torch.bool, device=key.device).scatter_(0, key, True)
+        rank = present.cumsum(0) - 1
+        return present.nonzero().squeeze(1), rank.index_select(0, key)
+    return torch.unique(key, return_inverse=True)
+
+
+def _field_code(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Exact small-integer code of a hardware field ``[B]`` and its number of values."""
+    lo, hi = torch.aminmax(x)
+    if bool(lo == hi):
+        return torch.zeros_like(x, dtype=torch.long), 1
+    if x.dtype.is_floating_point:
+        values, code = torch.unique(x, return_inverse=True)
+        return code, len(values)
+    lo_i, hi_i = int(lo), int(hi)
+    return x - lo_i, hi_i - lo_i + 1
+
+
+def _memoised_constants(hw: HardwareBatch) -> dict[str, torch.Tensor]:
+    """:func:`_constants_per_row` through the memo: each group's constants are looked up by the
+    values of the fields it depends on (hardware genes are categorical, so a population has
+    few distinct combinations per group and a search meets the same ones again and again);
+    combinations not seen before are computed (``_CANONICAL_COPIES`` copies each) and stored."""
+    B, dev = hw.batch_size, hw.device
+    codes: dict[str, tuple[torch.Tensor, int]] = {}
+    c: dict[str, torch.Tensor] = {}
+    for gi, (fields, fn) in enumerate(_GROUPS):
+        key = torch.zeros(B, dtype=torch.long, device=dev)
+        span = 1
+        for f in fields:
+            if f not in codes:
+                codes[f] = _field_code(getattr(hw, f))
+            code, n = codes[f]
+            if span * n >= 1 << 62:
+                uniq, key = torch.unique(key, return_inverse=True)
+                span = len(uniq)
+            key, span = key * n + code, span * n
+        uniq, inverse = _compact(key, span)
+        rep = torch.zeros(len(uniq), dtype=torch.long, device=dev).scatter_(0, inverse, torch.arange(B, device=dev))
+        combos = [tuple(r) for r in torch.stack([getattr(hw, f)[rep].double() for f in fields], 1).tolist()]
+        memo = _MEMO.setdefault((gi, dev), {})
+        rows = [memo.get(k) for k in combos]
+        missing = [i for i, r in enumerate(rows) if r is None]
+        if missing:
+            which = rep[torch.tensor(missing, device=dev)].repeat_interleave(_CANONICAL_COPIES)
+            new = fn(hw[which])
+            _MEMO_NAMES[gi] = tuple(new)
+            values = torch.stack([new[k] for k in _MEMO_NAMES[gi]], 1)[::_CANONICAL_COPIES].tolist()
+            if len(memo) + len(missing) > _MEMO_LIMIT:
+                memo.clear()
+            for i, v in zip(missing, values):
+                rows[i] = memo[combos[i]] = tuple(v)
+        table = torch.tensor(rows, dtype=torch.float64, device=dev).index_select(0, inverse)  # [B, constants]
+        c.update(zip(_MEMO_NAMES[gi], table.unbind(1)))
+    return c
+
+
+def _hardware_constants(hw: HardwareBatch, *, memo: bool = True) -> dict[str, torch.Tensor]:
+    """Per-design energies per action (pJ) and areas (mm²), ``[B]`` float64; ``memo``: through
+    :func:`_memoised_constants` (the interpolation tables themselves are built once per device,
+    :func:`cimnas.hw.components.technology.cached_table`)."""
+    c = _memoised_constants(hw) if memo else _constants_per_row(hw)
     n_macro = (hw.router_groups * hw.tiles_per_group * hw.macros_per_tile).double()
     n_tile = (hw.router_groups * hw.tiles_per_group).double()
     c["area"] = {

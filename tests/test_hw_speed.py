@@ -1,0 +1,105 @@
+"""Tests of the cost model's speed paths: memoised hardware constants, chunking, the fused
+(``torch.compile``) kernel. Each path must give the results of the plain computation."""
+
+from __future__ import annotations
+
+import torch
+
+from cimnas.hw import HardwareBatch, HardwareSpace
+from cimnas.hw import cost_model
+from cimnas.hw.components.cell import CELLS
+from cimnas.hw.cost_model import _hardware_constants
+
+REF = "configs/hw/reference.yaml"
+
+
+def _reference_hw(n: int, seed: int) -> HardwareBatch:
+    space = HardwareSpace.from_yaml(REF)
+    return space.decode(space.random_indices(n, torch.Generator().manual_seed(seed)))
+
+
+def _wild_hw(n: int, seed: int) -> HardwareBatch:
+    """Every field varies: RRAM and SRAM cells, both ADC models, nodes between the anchors,
+    off-grid array sizes, buffer depths and voltages."""
+    g = torch.Generator().manual_seed(seed)
+
+    def pick(values, dtype=None):
+        t = torch.tensor(values, dtype=dtype)
+        return t[torch.randint(len(values), (n,), generator=g)]
+
+    names = list(CELLS)
+    cells = torch.randint(len(names), (n,), generator=g)
+    sram = torch.tensor([CELLS[names[i]].kind == "sram" for i in cells.tolist()])
+    return HardwareBatch(
+        voltage=(0.4 + 0.6 * torch.rand(n, generator=g)).float(),
+        bits_per_cell=torch.where(sram, 1, torch.randint(1, 9, (n,), generator=g)),
+        cycle_s=pick([1e-9, 2e-9, 3.3e-9], torch.float64),
+        rows=pick([16, 32, 100, 128, 256, 700, 1024]), cols=pick([16, 32, 100, 128, 256, 700, 1024]),
+        router_groups=torch.randint(1, 9, (n,), generator=g), tiles_per_group=torch.randint(1, 9, (n,), generator=g),
+        macros_per_tile=pick([2, 4, 8, 48, 256]), glb_depth_words=pick([1000, 2048, 5000, 131072, 300000]),
+        glb_width_bits=pick([512, 2048, 4096]), technology_nm=pick([7.0, 14.0, 22.0, 28.0, 32.0, 45.0, 65.0]),
+        cell=cells, adc_bits=torch.randint(2, 11, (n,), generator=g), adc_model=torch.randint(2, (n,), generator=g),
+        weight_memory=torch.randint(2, (n,), generator=g),
+    )
+
+
+def _flat(c: dict) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in c.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{k2}": v2 for k2, v2 in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert torch.equal(torch.isfinite(a), torch.isfinite(b))
+    fin = torch.isfinite(a)
+    return float(((a - b).abs()[fin] / a.abs()[fin].clamp(min=1e-300)).max())
+
+
+def test_memoised_hardware_constants_equal_the_plain_computation():
+    cost_model._MEMO.clear()
+    for hw in (_reference_hw(300, seed=0), _wild_hw(400, seed=1), _reference_hw(1, seed=2)):
+        memo = _flat(_hardware_constants(hw))
+        plain = _flat(_hardware_constants(hw, memo=False))
+        assert memo.keys() == plain.keys()
+        for k in plain:
+            assert memo[k].shape == plain[k].shape and memo[k].dtype == torch.float64, k
+            # pow / exp2 may round differently in a CPU kernel's vector body and scalar tail
+            assert _max_rel(plain[k], memo[k]) <= 1e-15, k
+        # one design alone: the same constants
+        one = _flat(_hardware_constants(hw[-1:], memo=False))
+        for k in plain:
+            assert _max_rel(one[k], memo[k][-1:]) <= 1e-15, k
+
+
+def test_memoised_constants_do_not_depend_on_what_was_evaluated_before():
+    hw = _wild_hw(200, seed=3)
+    cost_model._MEMO.clear()
+    fresh = _flat(_hardware_constants(hw))
+    cost_model._MEMO.clear()
+    _hardware_constants(_wild_hw(333, seed=4))  # fills the memo from other batches first
+    _hardware_constants(hw[::3])
+    later = _flat(_hardware_constants(hw))
+    for k in fresh:
+        assert torch.equal(fresh[k], later[k]), k
+    # a memo that overflows its limit is emptied and refilled with the same values
+    limit = cost_model._MEMO_LIMIT
+    try:
+        cost_model._MEMO_LIMIT = 8
+        small = _flat(_hardware_constants(hw))
+    finally:
+        cost_model._MEMO_LIMIT = limit
+    for k in fresh:
+        assert torch.equal(fresh[k], small[k]), k
+
+
+def test_compact_equals_torch_unique():
+    g = torch.Generator().manual_seed(5)
+    for span, n in ((7, 50), (1000, 30), (10**9, 200)):
+        key = torch.randint(span, (n,), generator=g)
+        u, inv = cost_model._compact(key, span)
+        u2, inv2 = torch.unique(key, return_inverse=True)
+        assert torch.equal(u, u2) and torch.equal(inv, inv2)
