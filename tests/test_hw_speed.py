@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 
-from cimnas.hw import HardwareBatch, HardwareSpace
+from cimnas.hw import HardwareBatch, HardwareSpace, evaluate
 from cimnas.hw import cost_model
 from cimnas.hw.components.cell import CELLS
 from cimnas.hw.cost_model import _hardware_constants
+from cimnas.search.lowering import evaluate_arch, workload_from_arch
+from cimnas.space import Architecture, ArchBatch, QuantPolicy, apq_mbv2_tiny
 
 REF = "configs/hw/reference.yaml"
 
@@ -103,3 +108,69 @@ def test_compact_equals_torch_unique():
         u, inv = cost_model._compact(key, span)
         u2, inv2 = torch.unique(key, return_inverse=True)
         assert torch.equal(u, u2) and torch.equal(inv, inv2)
+
+
+# ---------------------------------------------------------------------- chunking
+
+
+def test_default_chunks_scale_with_one_over_layers_and_do_not_change_results(monkeypatch):
+    from cimnas.hw.cost_model import CPU_CHUNK_ELEMENTS, chunk_rows_for
+
+    assert chunk_rows_for(68) == CPU_CHUNK_ELEMENTS // 68 and chunk_rows_for(17) == CPU_CHUNK_ELEMENTS // 17
+    assert chunk_rows_for(10**7) == 1 and chunk_rows_for(68, "cuda") is None
+    assert chunk_rows_for(68, compiled=True) > chunk_rows_for(68)
+    space = apq_mbv2_tiny()
+    ab, hw = _designs(space, 300, seed=6)
+    L = workload_from_arch(space, ab[:1]).num_layers
+    monkeypatch.setattr(cost_model, "CPU_CHUNK_ELEMENTS", 70 * L)  # 70-row default chunks
+    assert chunk_rows_for(L) == 70
+    default = evaluate_arch(space, ab, hw)
+    one = evaluate_arch(space, ab, hw, chunk_rows=300)
+    for name in _COMPARED:
+        assert torch.equal(getattr(default, name), getattr(one, name)), name
+
+
+# ---------------------------------------------------------------------- fused kernel
+
+_COMPARED = ("energy_j", "latency_s", "area_mm2", "edap", "required_cells", "available_cells", "cycles", "ops",
+             "tops", "tops_per_w", "tops_per_w_layer_mean", "tops_per_w_layer_max", "tops_per_mm2_layer_mean",
+             "tops_per_mm2_layer_max", "utilization", "utilization_layer_mean")
+
+
+def _designs(space, n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    pool = 8
+    base = ArchBatch.from_designs(space, [Architecture.random(space, g) for _ in range(pool)],
+                                  [QuantPolicy.random(space, g) for _ in range(pool)])
+    return base[torch.randint(pool, (n,), generator=g)], _reference_hw(n, seed)
+
+
+def _assert_close(eager, fused, rtol: float = 1e-6) -> float:
+    assert torch.equal(eager.reason, fused.reason) and torch.equal(eager.feasible, fused.feasible)
+    worst = 0.0
+    for name in _COMPARED:
+        worst = max(worst, _max_rel(getattr(eager, name), getattr(fused, name)))
+    for k in eager.energy_by_component_j:
+        a, b = eager.energy_by_component_j[k], fused.energy_by_component_j[k]
+        assert torch.allclose(a, b, rtol=rtol, atol=0), k
+    assert worst <= rtol, worst
+    return worst
+
+
+@pytest.mark.skipif(bool(os.environ.get("CIMNAS_SKIP_COMPILE")), reason="CIMNAS_SKIP_COMPILE is set")
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_compiled_cost_kernel_equals_eager(device):
+    """Two small graphs (40 designs of the tiny space): ~45 s cold on the loaded 2-core machine,
+    ~14 s from the inductor cache; CIMNAS_SKIP_COMPILE=1 skips it."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    space = apq_mbv2_tiny()
+    ab, hw = _designs(space, 40, seed=7)
+    ab, hw = ab.to(device), hw.to(device)
+    # lazily lowered rows (evaluate_arch), chunks of 16, 16 and 8 rows: one dynamic graph
+    eager = evaluate_arch(space, ab, hw, chunk_rows=16)
+    fused = evaluate_arch(space, ab, hw, chunk_rows=16, compile=True)
+    _assert_close(eager, fused)
+    # one network broadcast over the chips
+    wl = workload_from_arch(space, ab[:1])
+    _assert_close(evaluate(wl, hw, chunk_rows=16), evaluate(wl, hw, chunk_rows=16, compile=True))
