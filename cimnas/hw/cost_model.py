@@ -96,6 +96,7 @@ class CostResult:
     utilization: torch.Tensor  # max over layers (CIMNAS "u"), fraction
     utilization_layer_mean: torch.Tensor
     cycles: torch.Tensor
+    weight_bits: torch.Tensor  # stored weight bits of the network: sum of C*M*R*S*G*w_bits over active layers
     layers: dict[str, torch.Tensor] = field(default_factory=dict)  # per-layer [B, L] (optional)
 
     @property
@@ -364,7 +365,8 @@ def _workload_terms(workload: Workload, reference_compat: bool,
         ops_l=2.0 * macs0,
         sum_in_bits=in_bits.sum(1), sum_out_bits=out_bits.sum(1), sum_ibr=ibr.sum(1), sum_ops=2.0 * macs0.sum(1),
         # stored weight bits of the network (what a DRAM weight fetch moves), true bit widths
-        sum_weight_bits=(g["G"] * K * g["M"] * workload.weight_bits.to(f32) * mask).double().sum(1),
+        sum_weight_bits=((workload.C * workload.M * workload.R * workload.S * workload.G).double()
+                         * workload.weight_bits.double() * workload.mask.double()).sum(1),
         depthwise=depthwise,
     )
     # capacity: cells of every weight (G counted, except in the reference's depthwise quirk)
@@ -468,15 +470,50 @@ def _chunk_from_rows(lower: Callable[[Any], Workload] | None, rows: Any, h: dict
 _COMPILED: dict[str, Callable] = {}
 
 
+#: When the fused kernel repays its compile (measured on the loaded 2-core machine, apq_mbv2,
+#: one thread): the cold compile takes ~30 s (27-46 s; ~8 s from the inductor cache) and saves
+#: 7.5 us per design at B = 150, 18 at 1,000 and 9.6 at 20,000, so it pays from ~3e6 designs.
+COMPILE_BREAK_EVEN_DESIGNS = 3_000_000
+
+
+def compile_pays_off(num_designs: int) -> bool:
+    """Whether scoring ``num_designs`` designs (e.g. popsize x generations) with the fused kernel
+    is expected to repay its compile (:data:`COMPILE_BREAK_EVEN_DESIGNS`)."""
+    return num_designs >= COMPILE_BREAK_EVEN_DESIGNS
+
+
+def resolve_compile(setting: bool | str | None, num_designs: int) -> bool:
+    """``True`` / ``False`` as given, ``None`` = off, ``"auto"`` = :func:`compile_pays_off`."""
+    if setting is None or isinstance(setting, bool):
+        return bool(setting)
+    if setting == "auto":
+        return compile_pays_off(num_designs)
+    raise ValueError(f"compile={setting!r} is not allowed; allowed values: true, false, 'auto'")
+
+
 def _kernels(compile: bool) -> tuple[Callable, Callable]:
     """(chunk of a shared workload, chunk of a per-row workload), eager or fused."""
     if not compile:
         return _evaluate_chunk, _chunk_from_rows
     if not _COMPILED:
         # dynamic: one graph for every chunk size (the last chunk is shorter) and layer count
-        _COMPILED["shared"] = torch.compile(_evaluate_chunk, dynamic=True)
-        _COMPILED["rows"] = torch.compile(_chunk_from_rows, dynamic=True)
+        _COMPILED["shared"] = _without_recompiles(torch.compile(_evaluate_chunk, dynamic=True))
+        _COMPILED["rows"] = _without_recompiles(torch.compile(_chunk_from_rows, dynamic=True))
     return _COMPILED["shared"], _COMPILED["rows"]
+
+
+def _without_recompiles(fn: Callable) -> Callable:
+    """Call a compiled kernel so that its guards hold from call to call: without grad (callers
+    in and outside ``no_grad`` share a graph) and without duck sizing (sizes or storage offsets
+    that happen to be equal at the first call, e.g. a chunk's offset and a gene count, would
+    otherwise be guarded equal and recompile the next chunk)."""
+    from torch.fx.experimental import _config as fx_config
+
+    def call(*args: Any) -> Any:
+        with torch.no_grad(), fx_config.patch(use_duck_shape=False):
+            return fn(*args)
+
+    return call
 
 
 # ---------------------------------------------------------------------- evaluate
@@ -629,7 +666,7 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
     available = (hardware.rows * hardware.cols).double() * hc["n_macro"]
     cells = sums["cells"]
     weight_bits = terms["sum_weight_bits"].double()
-    weight_bits = weight_bits.expand(B) if weight_bits.shape[0] == 1 else weight_bits
+    weight_bits = weight_bits.expand(B).clone() if weight_bits.shape[0] == 1 else weight_bits
     fetch_j, fetch_s = dram.fetch_cost(weight_bits, cells, available, hardware.weight_memory)
     energy_by_component["main_memory"] = fetch_j
     energy_j = sum(energy_by_component.values())
@@ -665,7 +702,7 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
         tops_per_mm2_layer_max=sums["tops_max"] * tops_scale / area_mm2,
         tops_layer_mean=sums["tops_sum"] * tops_scale / n_layers,
         utilization=sums["util_max"] / available, utilization_layer_mean=sums["util_sum"] / n_layers / available,
-        cycles=cycles,
+        cycles=cycles, weight_bits=weight_bits,
     )
     if per_layer:
         lay = {k: torch.cat([p["layers"][k].expand(sl.stop - sl.start, -1) for p, sl in zip(parts, slices)])
@@ -683,4 +720,5 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
 
 
 __all__ = ["REASONS", "COMPONENTS", "CostResult", "evaluate", "evaluate_rows", "CPU_CHUNK_ELEMENTS",
-           "CPU_COMPILED_CHUNK_ELEMENTS", "chunk_rows_for"]
+           "CPU_COMPILED_CHUNK_ELEMENTS", "chunk_rows_for", "COMPILE_BREAK_EVEN_DESIGNS", "compile_pays_off",
+           "resolve_compile"]
