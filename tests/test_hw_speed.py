@@ -174,3 +174,29 @@ def test_compiled_cost_kernel_equals_eager(device):
     # one network broadcast over the chips
     wl = workload_from_arch(space, ab[:1])
     _assert_close(evaluate(wl, hw, chunk_rows=16), evaluate(wl, hw, chunk_rows=16, compile=True))
+
+
+# ---------------------------------------------------------------------- predictor in bf16
+
+
+def test_bf16_hidden_layers_rank_the_shipped_records_like_fp32():
+    from cimnas.models.predictor import AccuracyPredictor
+    from cimnas.models.predictor.records import read_records, records_to_batch
+
+    predictor = AccuracyPredictor.from_checkpoint("cimnas/artifacts/fmnist/predictor.pt")
+    batch = records_to_batch(predictor.space, read_records("cimnas/artifacts/fmnist/predictor_records_quant.jsonl"),
+                             quantized=True)
+    fp32 = predictor.predict(batch).double()
+    predictor.mlp.hidden_dtype = torch.bfloat16
+    try:
+        bf16 = predictor.predict(batch).double()
+    finally:
+        predictor.mlp.hidden_dtype = None
+    assert not torch.equal(fp32, bf16)  # the opt-in really changes the arithmetic
+    n = fp32.numel()
+    tau = float((torch.sign(fp32[:, None] - fp32[None, :]) * torch.sign(bf16[:, None] - bf16[None, :])).sum()
+                / (n * (n - 1)))
+    top = lambda x: set(torch.topk(x, 100).indices.tolist())  # noqa: E731
+    assert tau >= 0.999, tau  # measured 0.99944 on the 1,035 records
+    assert len(top(fp32) & top(bf16)) >= 98  # measured 100
+    assert float((fp32 - bf16).abs().max()) < 1e-3  # measured 3.3e-5 (accuracy fraction)
