@@ -105,21 +105,34 @@ def main() -> None:
     evaluator.hw_compile = True
     compile_s = timed(lambda: problem.evaluate(make_batch(problem, values[:4096])))  # compile + warm-up
     arch, hardware = setup.genome.decode(values)
-    best = {"eager": math.inf, "fused": math.inf, "predictor": math.inf, "cost eager": math.inf, "cost fused": math.inf}
+    mlp = getattr(evaluator.accuracy, "mlp", None)  # the trained predictor: bf16 hidden layers opt-in
+    modes = ["eager", "fused"] + (["fused + bf16 predictor"] if mlp is not None else [])
+    best = {m: math.inf for m in modes + ["predictor", "predictor bf16", "cost eager", "cost fused"]}
     for _ in range(args.repeats):
-        for mode in ("eager", "fused"):
-            evaluator.hw_compile = mode == "fused"
+        for mode in modes:
+            evaluator.hw_compile = mode != "eager"
+            if mlp is not None:
+                mlp.hidden_dtype = torch.bfloat16 if "bf16" in mode else None
             best[mode] = min(best[mode], timed(lambda: problem.evaluate(make_batch(problem, values))))
-            best[f"cost {mode}"] = min(best[f"cost {mode}"], timed(lambda: evaluate_arch(
-                setup.genome.space, arch, hardware, value_stats=evaluator.value_stats,
-                reference_compat=evaluator.reference_compat, compile=evaluator.hw_compile)))
-        best["predictor"] = min(best["predictor"], timed(lambda: evaluator.accuracy.predict(arch)))
+            if "bf16" not in mode:
+                best[f"cost {mode}"] = min(best[f"cost {mode}"], timed(lambda: evaluate_arch(
+                    setup.genome.space, arch, hardware, value_stats=evaluator.value_stats,
+                    reference_compat=evaluator.reference_compat, compile=evaluator.hw_compile)))
+        for name, dtype in (("predictor", None), ("predictor bf16", torch.bfloat16)):
+            if mlp is not None:
+                mlp.hidden_dtype = dtype
+            elif dtype is not None:
+                continue
+            best[name] = min(best[name], timed(lambda: evaluator.accuracy.predict(arch)))
+        if mlp is not None:
+            mlp.hidden_dtype = None
     B = args.eval_batch
-    for mode in ("eager", "fused"):
-        print(f"whole search evaluation (DesignEvaluator via JointProblem), B={B}, {mode} cost kernel: "
+    for mode in modes:
+        print(f"whole search evaluation (DesignEvaluator via JointProblem), B={B}, {mode}: "
               f"{best[mode]:.2f} s -> {B / best[mode]:,.0f} designs/s [target >= 50,000]")
-    print(f"  parts at B={B}: predictor {B / best['predictor']:,.0f} designs/s, cost model (evaluate_arch) eager "
-          f"{B / best['cost eager']:,.0f} / fused {B / best['cost fused']:,.0f} designs/s; "
+    bf16 = f" (bf16 hidden layers {B / best['predictor bf16']:,.0f})" if mlp is not None else ""
+    print(f"  parts at B={B}: predictor {B / best['predictor']:,.0f} designs/s{bf16}, cost model (evaluate_arch) "
+          f"eager {B / best['cost eager']:,.0f} / fused {B / best['cost fused']:,.0f} designs/s; "
           f"fused compile + first call {compile_s:.1f} s")
     tmp.cleanup()
 
