@@ -200,3 +200,13 @@ def test_bf16_hidden_layers_rank_the_shipped_records_like_fp32():
     assert tau >= 0.999, tau  # measured 0.99944 on the 1,035 records
     assert len(top(fp32) & top(bf16)) >= 98  # measured 100
     assert float((fp32 - bf16).abs().max()) < 1e-3  # measured 3.3e-5 (accuracy fraction)
+
+
+def test_compile_switch_auto_follows_the_break_even():
+    from cimnas.hw.cost_model import COMPILE_BREAK_EVEN_DESIGNS, resolve_compile
+
+    assert resolve_compile(True, 0) and not resolve_compile(False, 10**9) and not resolve_compile(None, 10**9)
+    assert resolve_compile("auto", COMPILE_BREAK_EVEN_DESIGNS)
+    assert not resolve_compile("auto", 150 * 100)  # the default search stays eager (bit-identical to before)
+    with pytest.raises(ValueError, match="allowed values"):
+        resolve_compile("yes", 0)
