@@ -100,6 +100,8 @@ class SearchConfig:
         compare_methods: methods run by ``compare``.
         device: ``cpu`` or ``cuda`` (population, predictor and cost model).
         reference_compat: the cost model's reference-compatibility switch.
+        hw_compile: the fused (``torch.compile``) cost kernel: true, false or ``auto`` (on when
+            popsize x generations repays the compile, :func:`cimnas.hw.cost_model.compile_pays_off`).
         num_actors: evaluate with this many EvoTorch Ray actors (null: in-process).
         num_gpus_per_actor: GPUs given to each actor (e.g. 1); an actor with a GPU evaluates its
             piece of the population there.
@@ -128,6 +130,7 @@ class SearchConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     device: str = "cpu"
     reference_compat: bool = False
+    hw_compile: Union[bool, Literal["auto"]] = "auto"
     num_actors: Optional[int] = None
     num_gpus_per_actor: Optional[float] = None
     threads: Optional[int] = 1

@@ -1,7 +1,7 @@
 """Batched evaluation of genomes: decode -> accuracy source + CIM cost model -> metrics, constraints.
 
 ``genome [B, G]`` -> (``ArchBatch``, ``HardwareBatch``) -> ``AccuracySource.predict`` ``[B]`` and
-``cimnas.hw.evaluate(workload_from_arch(...), hardware)`` (:mod:`cimnas.search.lowering`) ``[B]`` -> :class:`Evaluation`: metrics,
+``cimnas.search.lowering.evaluate_arch(space, arch, hardware)`` ``[B]`` -> :class:`Evaluation`: metrics,
 the total constraint violation and a reason code per design. No per-candidate Python loop on the
 normal path.
 
@@ -204,10 +204,14 @@ class DesignEvaluator:
             per-slot histograms, ``"typical"`` (the cost model's per-role typical histograms) or
             ``None`` (its generic default).
         reference_compat: reproduce the reference code's cost-model quirks.
+        hw_compile: the fused cost kernel (``cimnas.hw.evaluate(compile=...)``): true, false, or
+            ``"auto"`` = on when ``expected_evaluations`` repays the compile
+            (:func:`cimnas.hw.cost_model.compile_pays_off`).
     """
 
     def __init__(self, genome: JointGenome, accuracy: AccuracySource, constraints: ConstraintConfig | None = None,
-                 value_stats: Any = "typical", reference_compat: bool = False):
+                 value_stats: Any = "typical", reference_compat: bool = False, hw_compile: bool | str = False,
+                 expected_evaluations: int = 0):
         if not isinstance(accuracy, AccuracySource):
             raise TypeError(f"accuracy source {type(accuracy).__name__} has no predict(ArchBatch) method")
         self.genome = genome
@@ -215,6 +219,10 @@ class DesignEvaluator:
         self.constraints = constraints or ConstraintConfig()
         self.value_stats = value_stats
         self.reference_compat = reference_compat
+        from cimnas.hw.cost_model import resolve_compile
+
+        self.hw_compile = resolve_compile(hw_compile, expected_evaluations)
+        self._decoded: tuple[torch.Tensor, ArchBatch, Any] | None = None  # (genome, arch, hardware) being evaluated
         self._seen_messages: set[str] = set()
         self._accuracy_floor: float | None = None
         self._floor_resolved = False
@@ -236,22 +244,27 @@ class DesignEvaluator:
         return self
 
     # ------------------------------------------------------------------ cost model
-    def cost(self, genome: torch.Tensor) -> tuple[ArchBatch, Any, Any, Any]:
-        """(ArchBatch, HardwareBatch, Workload, CostResult) of ``genome`` (raises on cost-model errors)."""
-        from cimnas.hw.cost_model import evaluate
-        from cimnas.search.lowering import workload_from_arch
+    def cost(self, genome: torch.Tensor) -> tuple[ArchBatch, Any, None, Any]:
+        """(ArchBatch, HardwareBatch, None, CostResult) of ``genome`` (raises on cost-model errors).
+        The workload is lowered chunk by chunk inside the cost model
+        (:func:`cimnas.search.lowering.evaluate_arch`) and never materialised, hence ``None``;
+        the genome :meth:`evaluate` is scoring is not decoded a second time."""
+        from cimnas.search.lowering import evaluate_arch
 
-        arch, hardware = self.genome.decode(genome)
-        workload = workload_from_arch(self.genome.space, arch, value_stats=self.value_stats)
-        result = evaluate(workload, hardware, reference_compat=self.reference_compat)
-        return arch, hardware, workload, result
+        if self._decoded is not None and self._decoded[0] is genome:
+            arch, hardware = self._decoded[1], self._decoded[2]
+        else:
+            arch, hardware = self.genome.decode(genome)
+        result = evaluate_arch(self.genome.space, arch, hardware, value_stats=self.value_stats,
+                               reference_compat=self.reference_compat, compile=self.hw_compile)
+        return arch, hardware, None, result
 
     def _cost_metrics(self, genome: torch.Tensor, like: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[str | None]]:
         """Cost-model metrics of a batch and one error message (or None) per row. If the batched
         call raises, the batch is split in halves until the failing rows are isolated (error path
         only), so a single bad design cannot take the population down with it."""
         try:
-            _, _, workload, result = self.cost(genome)
+            result = self.cost(genome)[3]
         except Exception as exc:  # noqa: BLE001 - any cost-model error makes designs infeasible
             if genome.shape[0] == 1:
                 return {}, [f"cost model raised {type(exc).__name__}: {exc}"]
@@ -262,7 +275,7 @@ class DesignEvaluator:
             merged = {c: torch.cat([m1.get(c, like[:half]), m2.get(c, like[half:])]) for c in keys}
             return merged, e1 + e2
         metrics = self._result_metrics(result, like)
-        metrics["weight_bits"] = network_weight_bits(workload).to(like)
+        metrics["weight_bits"] = result.weight_bits.to(like)
         errors = self._model_failures(result, genome.shape[0])
         return metrics, errors
 
@@ -273,13 +286,13 @@ class DesignEvaluator:
         batch = genome.shape[0]
         device = genome.device
         nan = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
-        arch = self.genome.decode_arch(genome)
+        arch, hardware = self.genome.decode(genome)
         messages: list[str] = []
 
         # hardware-aware sources (device variation: cimnas.search.accuracy.NoiseAwareAccuracy)
         with_hw = getattr(self.accuracy, "predict_with_hardware", None)
         if with_hw is not None and self.genome.hw_space is not None:
-            accuracy = with_hw(arch, self.genome.decode_hardware(genome)).to(device, torch.float64).reshape(batch)
+            accuracy = with_hw(arch, hardware).to(device, torch.float64).reshape(batch)
         else:
             accuracy = self.accuracy.predict(arch).to(device, torch.float64).reshape(batch)
         failed = ~torch.isfinite(accuracy)
@@ -289,7 +302,11 @@ class DesignEvaluator:
         metrics = {c: nan.clone() for c in METRIC_COLUMNS}
         metrics["accuracy"] = accuracy
         if self.genome.hw_space is not None:
-            cost_metrics, errors = self._cost_metrics(genome, nan)
+            self._decoded = (genome, arch, hardware)
+            try:
+                cost_metrics, errors = self._cost_metrics(genome, nan)
+            finally:
+                self._decoded = None
             metrics.update(cost_metrics)
             metrics["accuracy"] = accuracy
             failed |= torch.tensor([e is not None for e in errors], device=device)
