@@ -79,7 +79,7 @@ def run_ga(setup: Setup, name: str, out_dir: Path, *, objective: ObjectiveConfig
     evaluator = setup.evaluator
     if constraints is not None:
         evaluator = DesignEvaluator(setup.genome, evaluator.accuracy, constraints, value_stats=evaluator.value_stats,
-                                    reference_compat=evaluator.reference_compat)
+                                    reference_compat=evaluator.reference_compat, hw_compile=evaluator.hw_compile)
     problem = JointProblem(evaluator, objective, fixed_genes=fixed_genes,
                            device="cpu" if config.num_actors else setup.device, num_actors=config.num_actors,
                            num_gpus_per_actor=config.num_gpus_per_actor if config.num_actors else None)

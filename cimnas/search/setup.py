@@ -80,7 +80,8 @@ def build_setup(config: SearchConfig, accuracy: Any | None = None) -> Setup:
         accuracy = NoiseAwareAccuracy(accuracy, RetentionModel.load(config.variation), space=space)
     value_stats = load_value_stats(config.value_stats, space)
     evaluator = DesignEvaluator(genome, accuracy, config.constraints, value_stats=value_stats,
-                                reference_compat=config.reference_compat)
+                                reference_compat=config.reference_compat, hw_compile=config.hw_compile,
+                                expected_evaluations=config.ga.popsize * config.ga.generations)
     log.info("%s", genome.describe())
     if evaluator.accuracy_floor is not None:
         log.info("accuracy floor %.4f (constraints: min_accuracy=%s, min_accuracy_quantile=%s, max_accuracy_drop=%s)",

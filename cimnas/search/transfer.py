@@ -101,7 +101,7 @@ def node_setup(config: SearchConfig, node_nm: float | None, accuracy: Any | None
     genome = JointGenome(get_space(config.space), hw_space)
     ev = base.evaluator
     evaluator = DesignEvaluator(genome, ev.accuracy, ev.constraints, value_stats=ev.value_stats,
-                                reference_compat=ev.reference_compat)
+                                reference_compat=ev.reference_compat, hw_compile=ev.hw_compile)
     return NodeSetup(config, base.space, hw_space, genome, evaluator, base.device)
 
 
