@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,23 @@ from cimnas.search.designs import write_json
 from cimnas.tracking import wandb_mode
 
 log = logging.getLogger("cimnas.search")
+
+
+#: Metrics far below 1 that the W&B summary table rounds to 0.0: the same values in units that
+#: read as plain numbers (µJ, µs), and EDAP as its base-10 logarithm.
+_SCALED = (("energy_j", "energy_uj", 1e6), ("latency_s", "latency_us", 1e6))
+
+
+def readable_units(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """``energy_uj``, ``latency_us`` and ``log10_edap_j_s_mm2`` of ``metrics`` (where present)."""
+    out: dict[str, float] = {}
+    for key, name, factor in _SCALED:
+        if isinstance(metrics.get(key), (int, float)):
+            out[prefix + name] = float(metrics[key]) * factor
+    edap = metrics.get("edap_j_s_mm2")
+    if isinstance(edap, (int, float)) and edap > 0:
+        out[prefix + "log10_edap_j_s_mm2"] = math.log10(edap)
+    return out
 
 
 def _wandb_mode(config: SearchConfig) -> str:
@@ -37,6 +55,7 @@ def _finish_wandb(run: Any, summary: dict[str, Any], out_dir: Path) -> None:
     flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))}
     best = summary.get("best") or {}
     flat.update({f"best/{k}": v for k, v in best.items() if isinstance(v, (int, float, str, bool))})
+    flat.update(readable_units(best, prefix="best/"))
     run.summary.update(flat)
     for plot in summary.get("plots") or []:
         run.log({f"plots/{Path(plot).stem}": wandb.Image(plot)})
