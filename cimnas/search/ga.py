@@ -30,8 +30,13 @@ from evotorch import Problem, SolutionBatch
 from evotorch.algorithms.searchalgorithm import SearchAlgorithm
 
 from cimnas.search.operators import (
-    binary_tournament, first_occurrence, lexsort, polynomial_mutation, simulated_binary_crossover,
+    binary_tournament, first_occurrence, lexsort, polynomial_mutation, row_hash, simulated_binary_crossover,
 )
+
+
+def _plain(values: torch.Tensor) -> torch.Tensor:
+    """``values`` as a plain tensor (EvoTorch's read-only subclass routes every op through Python)."""
+    return values.as_subclass(torch.Tensor) if type(values) is not torch.Tensor else values
 
 
 @dataclass
@@ -202,17 +207,29 @@ class ConstrainedGA(SearchAlgorithm):
         )
 
     def make_offspring(self, parents: torch.Tensor, n_children: int) -> torch.Tensor:
-        """``n_children`` new genomes (fewer only if the space is nearly exhausted)."""
+        """``n_children`` new genomes (fewer only if the space is nearly exhausted).
+
+        The first round mates ``n_children``; children equal to a parent, to an accepted child or
+        to an earlier child of their round are dropped, and every later round mates only the
+        shortfall (pymoo's ``Mating``), until ``max_mating_rounds``.
+        """
+        parents = _plain(parents)
         if not self.config.eliminate_duplicates:
             return self._mate(parents, n_children)[:n_children]
-        accepted = parents.new_zeros((0, parents.shape[1]))
+        seen_rows, seen_hashes = parents, row_hash(parents)
+        accepted = parents[:0]
         for _ in range(self.config.max_mating_rounds):
-            children = self._mate(parents, n_children)
-            pool = torch.cat([parents, accepted, children])
-            new = first_occurrence(pool)[parents.shape[0] + accepted.shape[0]:]
-            accepted = torch.cat([accepted, children[new]])[:n_children]
-            if accepted.shape[0] >= n_children:
+            shortfall = n_children - accepted.shape[0]
+            if shortfall <= 0:
                 break
+            children = self._mate(parents, shortfall)
+            child_hashes = row_hash(children)
+            pool_hashes = torch.cat([seen_hashes, child_hashes])
+            new = first_occurrence(torch.cat([seen_rows, children]), hashes=pool_hashes)[seen_rows.shape[0]:]
+            take = new.nonzero().reshape(-1)[:shortfall]
+            accepted = torch.cat([accepted, children[take]])
+            seen_rows = torch.cat([seen_rows, children[take]])
+            seen_hashes = torch.cat([seen_hashes, child_hashes[take]])
         return accepted
 
     def _step(self) -> None:
@@ -240,7 +257,7 @@ class ConstrainedGA(SearchAlgorithm):
         return int((self.population.evals[:, self.problem.cv_column] <= 0).sum())
 
     def _status_n_unique(self) -> int:
-        return int(first_occurrence(self.population.values).sum())
+        return int(first_occurrence(_plain(self.population.values)).sum())
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
