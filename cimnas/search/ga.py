@@ -22,7 +22,7 @@ is part of :meth:`state_dict`, so a resumed run reproduces an uninterrupted one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -30,7 +30,8 @@ from evotorch import Problem, SolutionBatch
 from evotorch.algorithms.searchalgorithm import SearchAlgorithm
 
 from cimnas.search.operators import (
-    binary_tournament, first_occurrence, lexsort, polynomial_mutation, row_hash, simulated_binary_crossover,
+    binary_tournament, first_occurrence, first_occurrence_exact, lexsort, polynomial_mutation, row_hash,
+    simulated_binary_crossover,
 )
 
 
@@ -57,6 +58,14 @@ class GAConfig:
         eliminate_duplicates: drop children equal to a population member or to each other.
         max_mating_rounds: mating rounds per generation to fill the offspring with new genomes.
         init_max_rounds: rejection-sampling rounds for the capacity-feasible initial population.
+        polish_generations: the last generations of the budget spent on a batched local search
+            instead of mating (0 = the reference's GA): each evaluates ``popsize`` untried
+            neighbours of the best not-yet-polished design (every one-gene change, and every joint
+            change of two of the problem's ``linked_genes``), in a seeded random order, and the
+            pool survives as in a GA generation. Same evaluations, same evaluator.
+        max_per_network: niching: at most this many individuals per distinct network (the
+            problem's ``network_ids``) survive ahead of the others, so the population keeps
+            distinct networks (null = no cap, the reference's survival).
     """
 
     popsize: int = 150
@@ -71,6 +80,8 @@ class GAConfig:
     eliminate_duplicates: bool = True
     max_mating_rounds: int = 20
     init_max_rounds: int = 50
+    polish_generations: int = 10
+    max_per_network: int | None = None
 
     def __post_init__(self) -> None:
         if self.popsize < 2:
@@ -81,6 +92,10 @@ class GAConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"ga.{name}={value} must be in [0, 1]")
+        if self.polish_generations < 0:
+            raise ValueError(f"ga.polish_generations={self.polish_generations} must be >= 0")
+        if self.max_per_network is not None and self.max_per_network < 1:
+            raise ValueError(f"ga.max_per_network={self.max_per_network} must be >= 1 or null")
         for name in ("crossover_eta", "mutation_eta"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ga.{name}={getattr(self, name)} must be positive")
@@ -119,6 +134,109 @@ def survival_order(problem: Problem, evals: torch.Tensor, pool: SolutionBatch | 
     return lexsort(keys)
 
 
+def neighbourhood(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, linked: list[int]) -> torch.Tensor:
+    """Moves ``long [M, 4]`` (gene, value, gene2, value2; gene2 = -1 for one-gene moves) from the
+    genome ``x [L]``: every other option of every free gene, then every joint change of two
+    ``linked`` free genes (both to another option)."""
+    device = x.device
+    span = (upper - lower).clamp_min(0)  # options other than the current one
+    genes = torch.repeat_interleave(torch.arange(x.numel(), device=device), span)
+    starts = torch.cumsum(span, 0) - span
+    k = torch.arange(genes.numel(), device=device) - starts[genes]
+    values = lower[genes] + k
+    values = values + (values >= x[genes]).long()  # skip the current option
+    singles = torch.stack([genes, values, torch.full_like(genes, -1), torch.zeros_like(genes)], 1)
+    parts = [singles]
+    free_linked = [g for g in linked if int(span[g]) > 0]
+    for i, g in enumerate(free_linked):
+        vg = values[genes == g]
+        for h in free_linked[i + 1:]:
+            vh = values[genes == h]
+            a, b = torch.meshgrid(vg, vh, indexing="ij")
+            a, b = a.reshape(-1), b.reshape(-1)
+            parts.append(torch.stack([torch.full_like(a, g), a, torch.full_like(b, h), b], 1))
+    return torch.cat(parts)
+
+
+def apply_moves(x: torch.Tensor, moves: torch.Tensor) -> torch.Tensor:
+    """The genomes ``[M, L]`` that ``moves [M, 4]`` (see :func:`neighbourhood`) make from ``x``."""
+    rows = x.unsqueeze(0).repeat(moves.shape[0], 1)
+    index = torch.arange(moves.shape[0], device=x.device)
+    rows[index, moves[:, 0]] = moves[:, 1]
+    two = moves[:, 2] >= 0
+    rows[index[two], moves[two, 2]] = moves[two, 3]
+    return rows
+
+
+def _niche_order(network_ids: torch.Tensor, cap: int) -> torch.Tensor:
+    """Stable order (into the given best-first sequence) moving every individual beyond the
+    ``cap``-th of its network behind all within-cap ones."""
+    n = network_ids.numel()
+    position = torch.arange(n, device=network_ids.device)
+    by_network = torch.argsort(network_ids, stable=True)  # ranks stay in order within a network
+    sorted_ids = network_ids[by_network]
+    new_group = torch.ones(n, dtype=torch.bool, device=network_ids.device)
+    new_group[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    group_start = torch.cummax(torch.where(new_group, position, torch.zeros_like(position)), 0).values
+    occurrence = torch.empty_like(position)
+    occurrence[by_network] = position - group_start
+    return torch.argsort((occurrence >= cap).long(), stable=True)
+
+
+@dataclass
+class _PolishState:
+    """Where the local polish stands: the incumbent, its shuffled moves and how many are used,
+    and the (hashes of the) designs whose neighbourhood is exhausted."""
+
+    incumbent: torch.Tensor | None = None
+    moves: torch.Tensor | None = None
+    offset: int = 0
+    polished: list[int] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"incumbent": None if self.incumbent is None else self.incumbent.cpu(),
+                "moves": None if self.moves is None else self.moves.cpu(), "offset": self.offset,
+                "polished": torch.tensor(self.polished, dtype=torch.long)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any] | None, device: torch.device) -> "_PolishState":
+        if not state:
+            return cls()
+        return cls(None if state["incumbent"] is None else state["incumbent"].to(device),
+                   None if state["moves"] is None else state["moves"].to(device), int(state["offset"]),
+                   [int(v) for v in state["polished"].tolist()])
+
+
+class _RowSet:
+    """The genomes of a generation so far (parents and accepted children), for duplicate checks
+    by row hash: sorted hashes, then an exact row comparison of every hash hit. The answers equal
+    :func:`first_occurrence` on the concatenation ``[seen; children]`` (collisions take that form)."""
+
+    def __init__(self, rows: torch.Tensor):
+        self.rows = rows
+        self.hashes = row_hash(rows)
+        self.sorted_hashes, self.order = torch.sort(self.hashes, stable=True)
+
+    def add(self, rows: torch.Tensor) -> None:
+        if rows.shape[0] == 0:
+            return
+        self.rows = torch.cat([self.rows, rows])
+        self.hashes = torch.cat([self.hashes, row_hash(rows)])
+        self.sorted_hashes, self.order = torch.sort(self.hashes, stable=True)
+
+    def new_rows(self, children: torch.Tensor) -> torch.Tensor:
+        """``bool [C]``: children equal to no seen row and to no earlier child."""
+        hashes = row_hash(children)
+        pos = torch.searchsorted(self.sorted_hashes, hashes).clamp_max(self.sorted_hashes.numel() - 1)
+        hit = self.sorted_hashes[pos] == hashes
+        hit_index = hit.nonzero().reshape(-1)
+        if hit_index.numel() and not torch.equal(children[hit_index], self.rows[self.order[pos[hit_index]]]):
+            # a hash shared by distinct rows: the exact form
+            pool = torch.cat([self.rows, children])
+            return first_occurrence_exact(pool)[self.rows.shape[0]:]
+        return ~hit & first_occurrence(children, hashes=hashes)
+
+
 class ConstrainedGA(SearchAlgorithm):
     """Elitist GA with SBX + polynomial mutation on integer genomes and constraint domination.
 
@@ -148,6 +266,7 @@ class ConstrainedGA(SearchAlgorithm):
         self.last_values: torch.Tensor | None = None  # and its genomes
         self._population: SolutionBatch | None = None
         self._initial_values = initial_values
+        self._polish = _PolishState()
 
     # ------------------------------------------------------------------ population
     @property
@@ -170,7 +289,11 @@ class ConstrainedGA(SearchAlgorithm):
         return batch
 
     def _sorted(self, batch: SolutionBatch, n: int) -> SolutionBatch:
-        order = survival_order(self.problem, batch.evals, batch)[:n]
+        order = survival_order(self.problem, batch.evals, batch)
+        cap = self.config.max_per_network
+        if cap is not None and hasattr(self.problem, "network_ids"):
+            order = order[_niche_order(self.problem.network_ids(_plain(batch.values)[order]), cap)]
+        order = order[:n]
         return make_batch(self.problem, batch.values[order].clone(), batch.evals[order].clone())
 
     def _initialize(self) -> None:
@@ -216,20 +339,50 @@ class ConstrainedGA(SearchAlgorithm):
         parents = _plain(parents)
         if not self.config.eliminate_duplicates:
             return self._mate(parents, n_children)[:n_children]
-        seen_rows, seen_hashes = parents, row_hash(parents)
+        seen = _RowSet(parents)
         accepted = parents[:0]
         for _ in range(self.config.max_mating_rounds):
             shortfall = n_children - accepted.shape[0]
             if shortfall <= 0:
                 break
             children = self._mate(parents, shortfall)
-            child_hashes = row_hash(children)
-            pool_hashes = torch.cat([seen_hashes, child_hashes])
-            new = first_occurrence(torch.cat([seen_rows, children]), hashes=pool_hashes)[seen_rows.shape[0]:]
-            take = new.nonzero().reshape(-1)[:shortfall]
+            take = seen.new_rows(children).nonzero().reshape(-1)[:shortfall]
             accepted = torch.cat([accepted, children[take]])
-            seen_rows = torch.cat([seen_rows, children[take]])
-            seen_hashes = torch.cat([seen_hashes, child_hashes[take]])
+            seen.add(children[take])
+        return accepted
+
+    def polish_candidates(self, population: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` untried neighbours (one-gene and linked two-gene changes) of the best designs of
+        ``population`` (best-first) not yet polished: the incumbent's neighbourhood is visited in
+        a random order drawn once from the GA's generator; when it is used up, the incumbent is
+        marked polished and the next design's neighbourhood continues the batch."""
+        state = self._polish
+        seen = _RowSet(population)
+        polished = set(state.polished)
+        accepted = population[:0]
+        linked = list(getattr(self.problem, "linked_genes", []))
+        for candidate in range(population.shape[0]):
+            if accepted.shape[0] >= n:
+                break
+            x = population[candidate]
+            key = int(row_hash(x.unsqueeze(0))[0])
+            if key in polished:
+                continue
+            if state.incumbent is None or not torch.equal(state.incumbent, x):
+                moves = neighbourhood(x, self.lower, self.upper, linked)
+                perm = torch.randperm(moves.shape[0], generator=self.generator, device=self.device)
+                state.incumbent, state.moves, state.offset = x.clone(), moves[perm], 0
+            while accepted.shape[0] < n and state.offset < state.moves.shape[0]:
+                take = state.moves[state.offset:state.offset + n - accepted.shape[0]]
+                state.offset += take.shape[0]
+                rows = apply_moves(x, take)
+                rows = rows[seen.new_rows(rows)]
+                accepted = torch.cat([accepted, rows])
+                seen.add(rows)
+            if state.offset >= state.moves.shape[0]:
+                state.polished.append(key)
+                polished.add(key)
+                state.incumbent = None
         return accepted
 
     def _step(self) -> None:
@@ -239,7 +392,11 @@ class ConstrainedGA(SearchAlgorithm):
             self._initialize()
             return
         population = self.population
-        children = self.make_offspring(population.values, self.config.popsize)
+        polish = min(self.config.polish_generations, max(0, self.config.generations - 2))
+        if polish and self.step_count >= self.config.generations - polish:
+            children = self.polish_candidates(_plain(population.values), self.config.popsize)
+        else:
+            children = self.make_offspring(population.values, self.config.popsize)
         if children.shape[0] == 0:
             return
         offspring = self._evaluate(children)
@@ -268,6 +425,7 @@ class ConstrainedGA(SearchAlgorithm):
             "evals": pop.evals.detach().cpu().clone(),
             "generator": self.generator.get_state(),
             "n_evaluations": self.n_evaluations,
+            "polish": self._polish.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -275,6 +433,7 @@ class ConstrainedGA(SearchAlgorithm):
         self.generator.set_state(state["generator"])
         self._steps_count = int(state["step"])
         self.n_evaluations = int(state["n_evaluations"])
+        self._polish = _PolishState.from_state_dict(state.get("polish"), self.device)
 
 
-__all__ = ["ConstrainedGA", "GAConfig", "make_batch", "survival_order"]
+__all__ = ["ConstrainedGA", "GAConfig", "apply_moves", "make_batch", "neighbourhood", "survival_order"]

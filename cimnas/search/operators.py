@@ -153,10 +153,17 @@ def _round_clip(values: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) 
 _HASH_SEED = 0x5EED_C1A5
 
 
+_HASH_WEIGHTS: dict[tuple[int, str], torch.Tensor] = {}
+
+
 def _hash_weights(length: int, device: torch.device) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(_HASH_SEED)
-    weights = torch.randint(-(2**62), 2**62, (length,), generator=gen, dtype=torch.int64)
-    return (weights | 1).to(device)  # odd: every column's value reaches the low bits
+    key = (length, str(device))
+    weights = _HASH_WEIGHTS.get(key)
+    if weights is None:
+        gen = torch.Generator().manual_seed(_HASH_SEED)
+        weights = torch.randint(-(2**62), 2**62, (length,), generator=gen, dtype=torch.int64)
+        weights = _HASH_WEIGHTS[key] = (weights | 1).to(device)  # odd: every column reaches the low bits
+    return weights
 
 
 def row_hash(rows: torch.Tensor) -> torch.Tensor:
@@ -176,11 +183,18 @@ def first_occurrence(rows: torch.Tensor, hashes: torch.Tensor | None = None) -> 
     if any hash collided the exact ``torch.unique(dim=0)`` form answers instead. Floating-point
     rows always take the exact form. The answer equals :func:`first_occurrence_exact` (tested).
     """
+    first = first_index(rows, hashes)
+    return first == torch.arange(rows.shape[0], device=rows.device)
+
+
+def first_index(rows: torch.Tensor, hashes: torch.Tensor | None = None) -> torch.Tensor:
+    """``long [N]``: for every row of ``rows [N, L]``, the index of the first row equal to it
+    (a group id of equal rows; same hashing and exactness as :func:`first_occurrence`)."""
     n = rows.shape[0]
     if n == 0:
-        return torch.zeros(0, dtype=torch.bool, device=rows.device)
+        return torch.zeros(0, dtype=torch.long, device=rows.device)
     if rows.dtype.is_floating_point or rows.dtype == torch.bool or rows.dim() != 2:
-        return first_occurrence_exact(rows)
+        return _first_index_exact(rows)
     h = row_hash(rows) if hashes is None else hashes
     order = torch.argsort(h, stable=True)
     hs = h[order]
@@ -190,10 +204,17 @@ def first_occurrence(rows: torch.Tensor, hashes: torch.Tensor | None = None) -> 
     representative = torch.empty_like(order)
     representative[order] = starts[torch.cumsum(new_group.long(), 0) - 1]
     if not torch.equal(rows, rows[representative]):
-        return first_occurrence_exact(rows)  # a hash collision: exact form
-    first = torch.zeros(n, dtype=torch.bool, device=rows.device)
-    first[starts] = True
-    return first
+        return _first_index_exact(rows)  # a hash collision: exact form
+    return representative
+
+
+def _first_index_exact(rows: torch.Tensor) -> torch.Tensor:
+    _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    n = rows.shape[0]
+    position = torch.arange(n, device=rows.device)
+    first = torch.full((int(inverse.max()) + 1,), n, dtype=torch.long, device=rows.device)
+    first = first.scatter_reduce(0, inverse, position, reduce="amin")
+    return first[inverse]
 
 
 def first_occurrence_exact(rows: torch.Tensor) -> torch.Tensor:
@@ -217,6 +238,6 @@ def lexsort(keys: list[torch.Tensor]) -> torch.Tensor:
 
 
 __all__ = [
-    "binary_tournament", "first_occurrence", "first_occurrence_exact", "lexsort", "polynomial_mutation", "row_hash",
+    "binary_tournament", "first_occurrence", "first_occurrence_exact", "first_index", "lexsort", "polynomial_mutation", "row_hash",
     "simulated_binary_crossover",
 ]

@@ -15,6 +15,7 @@ from evotorch import Problem, SolutionBatch
 
 from cimnas.search.evaluator import METRIC_COLUMNS, DesignEvaluator, Evaluation
 from cimnas.search.objectives import ObjectiveConfig, objective_keys
+from cimnas.search.operators import first_index
 
 
 class JointProblem(Problem):
@@ -58,6 +59,27 @@ class JointProblem(Problem):
             solution_length=genome.length, dtype=torch.int64, bounds=(lower.tolist(), upper.tolist()), eval_dtype=torch.float64,
             eval_data_length=len(self.data_columns), device=device, store_solution_stats=False, **actor_kwargs,
         )
+
+    @property
+    def linked_genes(self) -> list[int]:
+        """Genes whose joint two-gene moves the GA's final local polish tries (the free hardware
+        genes: total macros are a product of three of them, and re-splitting that product needs
+        two genes changed together)."""
+        free = (self.upper_bounds > self.lower_bounds).tolist()
+        return [i for i in range(self.evaluator.genome.num_hw) if free[i]]
+
+    def network_ids(self, values: torch.Tensor) -> torch.Tensor:
+        """``long [N]``: equal for genomes that decode to the same network and bit widths (the
+        active blocks' kernel, width and bits, the depths, the resolution; genes of skipped blocks
+        and the hardware genes ignored): the index of the first genome with that network."""
+        genome = self.evaluator.genome
+        arch = genome.decode_arch(values.long())
+        active = arch.active_blocks(genome.space)
+        key = torch.cat([
+            arch.depths, arch.resolution.unsqueeze(1), arch.kernels * active, arch.hidden * active,
+            (arch.bits * active.unsqueeze(-1)).flatten(1),
+        ], dim=1)
+        return first_index(key)
 
     def column(self, name: str) -> int:
         """Index of a named column in ``batch.evals``."""
