@@ -9,7 +9,7 @@ search.py``: the shipped Fashion-MNIST predictor and layer statistics when prese
 the initial population included). Methods:
 
 - ``cimnas``: :class:`~cimnas.search.ga.ConstrainedGA` with the default :class:`GAConfig`;
-- ``cimnas-reference``: the same GA with the robustness additions off (``polish_generations=0``,
+- ``cimnas-reference``: the same GA with the robustness additions off (``polish_fraction=0``,
   ``max_per_network=None``): the reference's GA;
 - ``pymoo``: pymoo's ``GA`` with the reference's settings (SBX Pc 0.95 eta 3, PM Pm 0.95 eta 3,
   rounding repair, duplicate elimination, the same capacity-feasible initial population as ours for
@@ -139,7 +139,7 @@ def main() -> None:
     methods: dict[str, dict] = {}
     if not args.no_defaults:
         methods["cimnas"] = {}
-        methods["cimnas-reference"] = {"polish_generations": 0, "max_per_network": None}
+        methods["cimnas-reference"] = {"polish_fraction": 0.0, "max_per_network": None}
     methods.update(parse_variant(v) for v in args.variant)
     results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in methods}
     if not args.no_pymoo:

@@ -58,14 +58,16 @@ class GAConfig:
         eliminate_duplicates: drop children equal to a population member or to each other.
         max_mating_rounds: mating rounds per generation to fill the offspring with new genomes.
         init_max_rounds: rejection-sampling rounds for the capacity-feasible initial population.
-        polish_generations: the last generations of the budget spent on a batched local search
-            instead of mating (0 = the reference's GA): each evaluates ``popsize`` untried
+        polish_fraction: the share of the generations, at the end of the budget, spent on a
+            batched local search instead of mating (0 = the reference's GA; rounded, at most all
+            but the first two generations): each of those generations evaluates ``popsize`` untried
             neighbours of the best not-yet-polished design (every one-gene change, and every joint
             change of two of the problem's ``linked_genes``), in a seeded random order, and the
             pool survives as in a GA generation. Same evaluations, same evaluator.
         max_per_network: niching: at most this many individuals per distinct network (the
             problem's ``network_ids``) survive ahead of the others, so the population keeps
-            distinct networks (null = no cap, the reference's survival).
+            distinct networks while elitism still keeps each network's best (null = no cap, the
+            reference's survival).
     """
 
     popsize: int = 150
@@ -80,20 +82,18 @@ class GAConfig:
     eliminate_duplicates: bool = True
     max_mating_rounds: int = 20
     init_max_rounds: int = 50
-    polish_generations: int = 10
-    max_per_network: int | None = None
+    polish_fraction: float = 0.2
+    max_per_network: int | None = 10
 
     def __post_init__(self) -> None:
         if self.popsize < 2:
             raise ValueError(f"ga.popsize={self.popsize} must be >= 2")
         if self.generations < 1:
             raise ValueError(f"ga.generations={self.generations} must be >= 1")
-        for name in ("crossover_prob", "mutation_prob", "crossover_var_prob"):
+        for name in ("crossover_prob", "mutation_prob", "crossover_var_prob", "polish_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"ga.{name}={value} must be in [0, 1]")
-        if self.polish_generations < 0:
-            raise ValueError(f"ga.polish_generations={self.polish_generations} must be >= 0")
         if self.max_per_network is not None and self.max_per_network < 1:
             raise ValueError(f"ga.max_per_network={self.max_per_network} must be >= 1 or null")
         for name in ("crossover_eta", "mutation_eta"):
@@ -268,6 +268,12 @@ class ConstrainedGA(SearchAlgorithm):
         self._initial_values = initial_values
         self._polish = _PolishState()
 
+    @property
+    def polish_generations(self) -> int:
+        """How many final generations are local-polish generations (see ``GAConfig.polish_fraction``)."""
+        cfg = self.config
+        return min(round(cfg.polish_fraction * cfg.generations), max(0, cfg.generations - 2))
+
     # ------------------------------------------------------------------ population
     @property
     def population(self) -> SolutionBatch:
@@ -392,7 +398,7 @@ class ConstrainedGA(SearchAlgorithm):
             self._initialize()
             return
         population = self.population
-        polish = min(self.config.polish_generations, max(0, self.config.generations - 2))
+        polish = self.polish_generations
         if polish and self.step_count >= self.config.generations - polish:
             children = self.polish_candidates(_plain(population.values), self.config.popsize)
         else:
