@@ -37,10 +37,13 @@ class Separable(Problem):
         super().__init__("min", solution_length=n, dtype=torch.int64, bounds=(lower or [0] * n, upper),
                          eval_dtype=torch.float64, eval_data_length=1, store_solution_stats=False)
 
-    def network_ids(self, values: torch.Tensor) -> torch.Tensor:  # networks = the last genes
+    def network_keys(self, values: torch.Tensor) -> torch.Tensor:  # networks = the last genes
+        return values[:, values.shape[1] - self.network_genes:]
+
+    def network_ids(self, values: torch.Tensor) -> torch.Tensor:
         from cimnas.search.operators import first_index
 
-        return first_index(values[:, values.shape[1] - self.network_genes:])
+        return first_index(self.network_keys(values))
 
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
         x = batch.values.as_subclass(torch.Tensor).double()

@@ -30,7 +30,7 @@ from evotorch import Problem, SolutionBatch
 from evotorch.algorithms.searchalgorithm import SearchAlgorithm
 
 from cimnas.search.operators import (
-    binary_tournament, first_occurrence, first_occurrence_exact, lexsort, polynomial_mutation, row_hash,
+    binary_tournament, first_index, first_occurrence, first_occurrence_exact, lexsort, polynomial_mutation, row_hash,
     simulated_binary_crossover,
 )
 
@@ -65,7 +65,7 @@ class GAConfig:
             change of two of the problem's ``linked_genes``), in a seeded random order, and the
             pool survives as in a GA generation. Same evaluations, same evaluator.
         max_per_network: niching: at most this many individuals per distinct network (the
-            problem's ``network_ids``) survive ahead of the others, so the population keeps
+            problem's ``network_keys``) survive ahead of the others, so the population keeps
             distinct networks while elitism still keeps each network's best (null = no cap, the
             reference's survival).
     """
@@ -212,21 +212,21 @@ class _RowSet:
     by row hash: sorted hashes, then an exact row comparison of every hash hit. The answers equal
     :func:`first_occurrence` on the concatenation ``[seen; children]`` (collisions take that form)."""
 
-    def __init__(self, rows: torch.Tensor):
+    def __init__(self, rows: torch.Tensor, hashes: torch.Tensor | None = None):
         self.rows = rows
-        self.hashes = row_hash(rows)
+        self.hashes = row_hash(rows) if hashes is None else hashes
         self.sorted_hashes, self.order = torch.sort(self.hashes, stable=True)
 
-    def add(self, rows: torch.Tensor) -> None:
+    def add(self, rows: torch.Tensor, hashes: torch.Tensor | None = None) -> None:
         if rows.shape[0] == 0:
             return
         self.rows = torch.cat([self.rows, rows])
-        self.hashes = torch.cat([self.hashes, row_hash(rows)])
+        self.hashes = torch.cat([self.hashes, row_hash(rows) if hashes is None else hashes])
         self.sorted_hashes, self.order = torch.sort(self.hashes, stable=True)
 
-    def new_rows(self, children: torch.Tensor) -> torch.Tensor:
+    def new_rows(self, children: torch.Tensor, hashes: torch.Tensor | None = None) -> torch.Tensor:
         """``bool [C]``: children equal to no seen row and to no earlier child."""
-        hashes = row_hash(children)
+        hashes = row_hash(children) if hashes is None else hashes
         pos = torch.searchsorted(self.sorted_hashes, hashes).clamp_max(self.sorted_hashes.numel() - 1)
         hit = self.sorted_hashes[pos] == hashes
         hit_index = hit.nonzero().reshape(-1)
@@ -267,6 +267,7 @@ class ConstrainedGA(SearchAlgorithm):
         self._population: SolutionBatch | None = None
         self._initial_values = initial_values
         self._polish = _PolishState()
+        self._network_keys: torch.Tensor | None = None  # the population's network keys (niching)
 
     @property
     def polish_generations(self) -> int:
@@ -294,11 +295,18 @@ class ConstrainedGA(SearchAlgorithm):
         self.last_values = values
         return batch
 
-    def _sorted(self, batch: SolutionBatch, n: int) -> SolutionBatch:
+    @property
+    def _niching(self) -> bool:
+        return self.config.max_per_network is not None and hasattr(self.problem, "network_keys")
+
+    def _sorted(self, batch: SolutionBatch, n: int, network_keys: torch.Tensor | None = None) -> SolutionBatch:
+        """The best ``n`` of ``batch`` (survival order; with niching, at most ``max_per_network``
+        per network ahead of the rest). ``network_keys`` may pass the pool's keys."""
         order = survival_order(self.problem, batch.evals, batch)
-        cap = self.config.max_per_network
-        if cap is not None and hasattr(self.problem, "network_ids"):
-            order = order[_niche_order(self.problem.network_ids(_plain(batch.values)[order]), cap)]
+        if self._niching:
+            keys = self.problem.network_keys(_plain(batch.values)) if network_keys is None else network_keys
+            order = order[_niche_order(first_index(keys[order]), self.config.max_per_network)]
+            self._network_keys = keys[order[:n]]
         order = order[:n]
         return make_batch(self.problem, batch.values[order].clone(), batch.evals[order].clone())
 
@@ -352,9 +360,10 @@ class ConstrainedGA(SearchAlgorithm):
             if shortfall <= 0:
                 break
             children = self._mate(parents, shortfall)
-            take = seen.new_rows(children).nonzero().reshape(-1)[:shortfall]
+            hashes = row_hash(children)
+            take = seen.new_rows(children, hashes).nonzero().reshape(-1)[:shortfall]
             accepted = torch.cat([accepted, children[take]])
-            seen.add(children[take])
+            seen.add(children[take], hashes[take])
         return accepted
 
     def polish_candidates(self, population: torch.Tensor, n: int) -> torch.Tensor:
@@ -382,9 +391,10 @@ class ConstrainedGA(SearchAlgorithm):
                 take = state.moves[state.offset:state.offset + n - accepted.shape[0]]
                 state.offset += take.shape[0]
                 rows = apply_moves(x, take)
-                rows = rows[seen.new_rows(rows)]
-                accepted = torch.cat([accepted, rows])
-                seen.add(rows)
+                hashes = row_hash(rows)
+                new = seen.new_rows(rows, hashes)
+                accepted = torch.cat([accepted, rows[new]])
+                seen.add(rows[new], hashes[new])
             if state.offset >= state.moves.shape[0]:
                 state.polished.append(key)
                 polished.add(key)
@@ -407,7 +417,12 @@ class ConstrainedGA(SearchAlgorithm):
             return
         offspring = self._evaluate(children)
         pool = SolutionBatch.cat([population, offspring])
-        self._population = self._sorted(pool, self.config.popsize)
+        keys = None
+        if self._niching:  # the survivors' keys are kept: only the children are decoded
+            if self._network_keys is None or self._network_keys.shape[0] != population.values.shape[0]:
+                self._network_keys = self.problem.network_keys(_plain(population.values))
+            keys = torch.cat([self._network_keys, self.problem.network_keys(children)])
+        self._population = self._sorted(pool, self.config.popsize, keys)
 
     # ------------------------------------------------------------------ status
     def _status_best_objective(self) -> float:
@@ -440,6 +455,7 @@ class ConstrainedGA(SearchAlgorithm):
         self._steps_count = int(state["step"])
         self.n_evaluations = int(state["n_evaluations"])
         self._polish = _PolishState.from_state_dict(state.get("polish"), self.device)
+        self._network_keys = None
 
 
 __all__ = ["ConstrainedGA", "GAConfig", "apply_moves", "make_batch", "neighbourhood", "survival_order"]

@@ -68,18 +68,21 @@ class JointProblem(Problem):
         free = (self.upper_bounds > self.lower_bounds).tolist()
         return [i for i in range(self.evaluator.genome.num_hw) if free[i]]
 
-    def network_ids(self, values: torch.Tensor) -> torch.Tensor:
-        """``long [N]``: equal for genomes that decode to the same network and bit widths (the
-        active blocks' kernel, width and bits, the depths, the resolution; genes of skipped blocks
-        and the hardware genes ignored): the index of the first genome with that network."""
+    def network_keys(self, values: torch.Tensor) -> torch.Tensor:
+        """``long [N, K]``: equal rows for genomes that decode to the same network and bit widths
+        (the depths, the resolution, the active blocks' kernel, width and bits; genes of skipped
+        blocks and the hardware genes ignored)."""
         genome = self.evaluator.genome
         arch = genome.decode_arch(values.long())
         active = arch.active_blocks(genome.space)
-        key = torch.cat([
+        return torch.cat([
             arch.depths, arch.resolution.unsqueeze(1), arch.kernels * active, arch.hidden * active,
             (arch.bits * active.unsqueeze(-1)).flatten(1),
         ], dim=1)
-        return first_index(key)
+
+    def network_ids(self, values: torch.Tensor) -> torch.Tensor:
+        """``long [N]``: the index of the first genome with the same network (see :meth:`network_keys`)."""
+        return first_index(self.network_keys(values))
 
     def column(self, name: str) -> int:
         """Index of a named column in ``batch.evals``."""
