@@ -212,15 +212,27 @@ class _RowSet:
     by row hash: sorted hashes, then an exact row comparison of every hash hit. The answers equal
     :func:`first_occurrence` on the concatenation ``[seen; children]`` (collisions take that form)."""
 
-    def __init__(self, rows: torch.Tensor, hashes: torch.Tensor | None = None):
-        self.rows = rows
+    def __init__(self, rows: torch.Tensor, hashes: torch.Tensor | None = None, capacity: int = 0):
+        # rows live in a buffer with room for ``capacity`` more, so adding does not copy them
+        self._buffer = torch.empty((rows.shape[0] + capacity, rows.shape[1]), dtype=rows.dtype, device=rows.device)
+        self._buffer[: rows.shape[0]] = rows
+        self._n = rows.shape[0]
         self.hashes = row_hash(rows) if hashes is None else hashes
         self.sorted_hashes, self.order = torch.sort(self.hashes, stable=True)
+
+    @property
+    def rows(self) -> torch.Tensor:
+        return self._buffer[: self._n]
 
     def add(self, rows: torch.Tensor, hashes: torch.Tensor | None = None) -> None:
         if rows.shape[0] == 0:
             return
-        self.rows = torch.cat([self.rows, rows])
+        end = self._n + rows.shape[0]
+        if end > self._buffer.shape[0]:
+            self._buffer = torch.cat([self._buffer[: self._n], rows])
+        else:
+            self._buffer[self._n:end] = rows
+        self._n = end
         self.hashes = torch.cat([self.hashes, row_hash(rows) if hashes is None else hashes])
         self.sorted_hashes, self.order = torch.sort(self.hashes, stable=True)
 
@@ -353,7 +365,7 @@ class ConstrainedGA(SearchAlgorithm):
         parents = _plain(parents)
         if not self.config.eliminate_duplicates:
             return self._mate(parents, n_children)[:n_children]
-        seen = _RowSet(parents)
+        seen = _RowSet(parents, capacity=n_children)
         accepted = parents[:0]
         for _ in range(self.config.max_mating_rounds):
             shortfall = n_children - accepted.shape[0]
@@ -372,7 +384,7 @@ class ConstrainedGA(SearchAlgorithm):
         a random order drawn once from the GA's generator; when it is used up, the incumbent is
         marked polished and the next design's neighbourhood continues the batch."""
         state = self._polish
-        seen = _RowSet(population)
+        seen = _RowSet(population, capacity=n)
         polished = set(state.polished)
         accepted = population[:0]
         linked = list(getattr(self.problem, "linked_genes", []))
