@@ -49,7 +49,8 @@ def run_one(B: int, device: str, repeats: int, threads: int = 1) -> dict:
 
     torch.set_num_threads(threads)
 
-    from cimnas.hw import evaluate, evaluate_arch, workload_from_arch
+    from cimnas.hw import evaluate
+    from cimnas.search.lowering import evaluate_arch, workload_from_arch
 
     space, arch, hw_space, genes = _designs(B, device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)

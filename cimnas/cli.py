@@ -9,7 +9,7 @@ import lightning as L
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from cimnas.tracking import write_metrics_file
+from cimnas.io import write_metrics_file
 
 
 class WandbSaveConfig(SaveConfigCallback):

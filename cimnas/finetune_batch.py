@@ -35,7 +35,7 @@ from torchmetrics.functional.regression import kendall_rank_corrcoef
 from cimnas.models.design import Design, top_designs
 from cimnas.models.finetune import DEFAULT_SUPERNET, RESULT_SUFFIX, resolve_artifact
 from cimnas.models.supernet import load_supernet
-from cimnas.tracking import atomic_write_text
+from cimnas.io import atomic_write_text
 
 TABLE_COLUMNS = ("rank", "design", "predicted_accuracy", "inherited_val_accuracy", "finetuned_val_accuracy",
                  "finetuned_test_accuracy", "abs_error", "wall_s")

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from cimnas.hw import HardwareBatch, HardwareError, HardwareParams, HardwareSpace, Workload, evaluate, workload_from_arch
+from cimnas.hw import HardwareBatch, HardwareError, HardwareParams, HardwareSpace, Workload, evaluate
+from cimnas.search.lowering import workload_from_arch
 from cimnas.hw.components import dram
 from cimnas.space import ArchBatch, Architecture, QuantPolicy, get_space
 from cimnas.models.variation import (
-    NoiseAwareAccuracy, RetentionModel, VariationConfig, accuracy, fit_retention, noisy_accuracy, noisy_weights,
+    RetentionModel, VariationConfig, accuracy, fit_retention, noisy_accuracy, noisy_weights,
     perturb_levels, relative_weight_noise, slice_sigma_levels,
 )
+from cimnas.search.accuracy import NoiseAwareAccuracy
 from cimnas.search.cli import parse_config
 from cimnas.search.evaluator import ConstantAccuracy, ConstraintConfig
 from cimnas.search.genome import JointGenome
@@ -176,7 +178,7 @@ def test_cell_noise_model_levels_and_multilevel_is_noisier():
 def trained_subnet():
     from cimnas.models.predictor.measure import sample_design
     from cimnas.models.supernet import load_supernet
-    from cimnas.models.variation import load_fmnist_batches, subnet
+    from cimnas.experiments.variation import load_fmnist_batches, subnet
 
     torch.manual_seed(0)
     threads = torch.get_num_threads()

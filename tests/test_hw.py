@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from cimnas.hw import (HardwareBatch, HardwareError, HardwareParams, HardwareSpace, Workload,
-                       WorkloadError, evaluate, evaluate_arch, workload_from_arch, workload_from_module)
+                       WorkloadError, evaluate)
+from cimnas.models.workload_trace import workload_from_module
+from cimnas.search.lowering import evaluate_arch, workload_from_arch
 from cimnas.hw.components import adc, cell, drivers, router, sram
 from cimnas.hw.histogram import average_slice_value, reference_lossy_histogram
-from cimnas.hw.reference import ReferenceKeyError, parse_key
+from cimnas.experiments.reference_keys import ReferenceKeyError, parse_key
 from cimnas.space import Architecture, ArchBatch, QuantPolicy, apq_mbv2, apq_mbv2_tiny, ofa_mbv3
 
 REF = "configs/hw/reference.yaml"
@@ -337,7 +339,7 @@ KEY = ("A_0.85_8_1e-08_64_64_8_8_16_65536_223434_553573753575375333573_468666866
 
 
 def test_reference_key_matches_recorded_area_and_latency():
-    from cimnas.hw.evaluate import score_keys
+    from cimnas.experiments.hw_evaluate import score_keys
 
     rec = score_keys([KEY], compat=True)[0]
     # recorded: e 1.0426e-3 J, a 4.34619 cm², l 2.676e-5 s, a_tpm 0.509, u 0.6836
@@ -358,13 +360,13 @@ def test_evaluate_command_prints_json_per_design(tmp_path):
     path = tmp_path / "d.json"
     path.write_text(json.dumps([design, {"hardware": HardwareParams().to_dict(),
                                          "workload": {"layers": [dict(kind="linear", C=64, M=10)]}}]))
-    out = subprocess.run([sys.executable, "-m", "cimnas.hw.evaluate", str(path), "--key", KEY],
+    out = subprocess.run([sys.executable, "-m", "cimnas.experiments.hw_evaluate", str(path), "--key", KEY],
                          capture_output=True, text=True, check=True).stdout.strip().splitlines()
     recs = [json.loads(line) for line in out]
     assert len(recs) == 3
     for r in recs:
         assert {"energy_j", "latency_s", "area_mm2", "edap", "feasible"} <= set(r)
-    bad = subprocess.run([sys.executable, "-m", "cimnas.hw.evaluate", "--key", "A_1_2"], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "cimnas.experiments.hw_evaluate", "--key", "A_1_2"], capture_output=True, text=True)
     assert bad.returncode == 2 and "expected 37" in bad.stderr
 
 
@@ -402,7 +404,7 @@ def test_chunking_threads_and_per_row_workloads_do_not_change_results():
 def test_from_results_rescoring_of_reference_records():
     """10 records of CIMNAS's shipped example results (resCIMNAS/.../Constrtest0.json), re-scored
     with the reference quirks and typical histograms (the per-candidate ones are not shipped)."""
-    from cimnas.hw.evaluate import from_results
+    from cimnas.experiments.hw_evaluate import from_results
 
     recs, summary = from_results("tests/data/cimnas_reference_results_subset.json", compat=True)
     assert summary["compared"] == 10 and all(r["feasible"] for r in recs)
@@ -452,10 +454,11 @@ def test_per_row_histograms_and_explicit_averages():
 
 
 def test_package_evaluate_stays_callable_after_importing_the_command_module():
-    """``from cimnas.hw.evaluate import ...`` rebinds ``cimnas.hw.evaluate`` to the command module;
-    it must still score designs (regression: the search saw "'module' object is not callable")."""
+    """Importing the evaluation command must leave ``cimnas.hw.evaluate`` the cost-model function
+    (regression: the command module once shadowed it and the search saw "'module' object is not
+    callable")."""
     import cimnas.hw as hw
-    from cimnas.hw.evaluate import main  # noqa: F401  (binds the package attribute to the module)
+    from cimnas.experiments.hw_evaluate import main  # noqa: F401
     from cimnas.hw.cost_model import evaluate as cost_evaluate
     from cimnas.space import Architecture, ArchBatch, QuantPolicy, apq_mbv2_tiny
 

@@ -288,14 +288,14 @@ def test_cli_bad_values_exit_with_one_line_naming_the_field(capsys):
 
 
 def test_value_stats_from_a_supernet_feed_the_cost_model(genome, tmp_path):
-    from cimnas.hw.workload import slot_table
+    from cimnas.space.layers import layer_plan
     from cimnas.models.supernet import OFASupernet
     from cimnas.search.value_stats import load_value_stats, measure_value_stats
 
     torch.manual_seed(0)
     supernet = OFASupernet(apq_mbv2_tiny())
     stats = measure_value_stats(supernet, torch.randn(1, 1, 28, 28), recalibration=torch.randn(4, 1, 28, 28))
-    n_slots = len(slot_table(genome.space).names)
+    n_slots = len(layer_plan(genome.space).names)
     assert stats["input_hist"].shape == (n_slots, 31) and stats["weight_hist"].shape == (n_slots, 31)
     assert torch.allclose(stats["input_hist"].sum(-1), torch.ones(n_slots))
     torch.save(stats, tmp_path / "value_stats.pt")

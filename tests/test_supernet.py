@@ -317,7 +317,7 @@ def test_resnet50_tiny_space_at_28px():
     """The Fashion-MNIST ResNet preset: OFA-ResNet50's structure at 1/8 width, 28 px never
     shrinks to nothing, three distinct hidden widths per block, and the named networks order
     by size (largest strictly more MACs and parameters than median and smallest)."""
-    from cimnas.hw.workload import workload_from_arch
+    from cimnas.search.lowering import workload_from_arch
     from cimnas.space import ArchBatch
     from cimnas.search.designs import named_network
 
@@ -348,7 +348,7 @@ def test_resnet50_tiny_space_at_28px():
 
 
 def test_collect_workload_matches_cost_model_slots():
-    from cimnas.hw.workload import workload_from_arch
+    from cimnas.search.lowering import workload_from_arch
     from cimnas.space import ArchBatch
     from cimnas.models.supernet import collect_workload
 

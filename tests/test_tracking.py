@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from cimnas.cli import train_cli
-from cimnas.tracking import wandb_mode, write_metrics_file
+from cimnas.io import write_metrics_file
+from cimnas.tracking import wandb_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_PHASES = json.dumps([{"name": "full", "epochs": 1, "kernels": [3], "depths": [2], "hidden": "max",

@@ -38,15 +38,14 @@ Reference compatibility (``reference_compat=True``) reproduces the reference cod
 (cim-cost-model.md §1.5): input and weight bit widths are swapped when handed to the
 simulator, the capacity check ignores G for depthwise layers, and layer strides are ignored
 when sizing the input tensors (CiMLoop never saw them). (Its lossy 8-level weight
-histograms are a workload option: ``workload_from_module(..., reference_histograms=True)``.)
+histograms are a workload option: ``cimnas.models.workload_trace.workload_from_module(..., reference_histograms=True)``.)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -419,30 +418,17 @@ def evaluate(workload: Workload, hardware: HardwareBatch, *, reference_compat: b
         torch.set_num_threads(previous)
 
 
-def evaluate_arch(space, arch, hardware: HardwareBatch, *, value_stats: Any = "typical",
+def evaluate_rows(probe: Workload, rows_of: Callable[[slice], Workload], hardware: HardwareBatch, *,
                   reference_compat: bool = False, per_layer: bool = False, chunk_rows: int | None = None,
                   num_threads: int = 1) -> CostResult:
-    """``evaluate(workload_from_arch(space, arch, value_stats=...), hardware)`` without ever
-    materialising the ``[B, L]`` workload: each chunk of rows builds its own slice of it (same
-    results, less memory, cache-friendly). ``value_stats`` must be per slot (not per row)."""
-    from cimnas.hw.workload import workload_from_arch
-
-    if arch.batch_size != hardware.batch_size:
-        raise ValueError(f"arch has B = {arch.batch_size}, hardware has B = {hardware.batch_size}")
-    probe = workload_from_arch(space, type(arch)(**{f.name: getattr(arch, f.name)[:1] for f in dataclasses.fields(arch)}),
-                               value_stats=value_stats)
+    """Score B designs whose workload is built lazily, one chunk of rows at a time:
+    ``rows_of(slice)`` returns those rows of a B-row workload, and ``probe`` is a one-row
+    workload with the same layers and value statistics. Same results as :func:`evaluate` on the
+    whole workload, without ever materialising it (less memory, cache-friendly)."""
     if hardware.batch_size == 1:
         return evaluate(probe, hardware, reference_compat=reference_compat, per_layer=per_layer)
-
-    names = [f.name for f in dataclasses.fields(arch)]
-
-    def provider(sl: slice) -> Workload:
-        # rows by hand: ArchBatch.__getitem__ goes through dataclasses.astuple, which deep-copies
-        rows = type(arch)(**{n: getattr(arch, n)[sl] for n in names})
-        return workload_from_arch(space, rows, value_stats=value_stats)
-
     run = lambda: _evaluate(probe, hardware, reference_compat, per_layer, chunk_rows, num_threads,  # noqa: E731
-                            provider=provider)
+                            provider=rows_of)
     if hardware.device.type != "cpu":
         return run()
     previous = torch.get_num_threads()
@@ -584,4 +570,4 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
     return result
 
 
-__all__ = ["REASONS", "COMPONENTS", "CostResult", "evaluate", "evaluate_arch", "CPU_CHUNK_ROWS"]
+__all__ = ["REASONS", "COMPONENTS", "CostResult", "evaluate", "evaluate_rows", "CPU_CHUNK_ROWS"]

@@ -1,7 +1,7 @@
 """``python -m cimnas.hw.validate RECORDS.json [--per-record] [--json] [--plot F.png]``
 
 Compare the cost model with CiMLoop runs given as records (format of
-``shared/reference/cimloop-layer-runs.json``: a top-level ``records`` list, each with ``layer``
+``tests/data/cimloop-layer-runs.json``: a top-level ``records`` list, each with ``layer``
 {kind, N, C, M, R, S, P, Q, G}, bits, ``average_input_value`` / ``average_weight_value`` (they
 override the histogram encoder), ``hardware`` and ``expected``). All records are scored in ONE
 batched call. Prints a per-record table (or JSON with ``--json``) and, as its LAST line, one JSON

@@ -42,7 +42,7 @@ from cimnas.models.supernet import (
     load_supernet,
     recalibrate_bn,
 )
-from cimnas.tracking import atomic_write_text
+from cimnas.io import atomic_write_text
 
 #: The shipped Fashion-MNIST supernet (space ``apq_mbv2_tiny``).
 DEFAULT_SUPERNET = "cimnas/artifacts/fmnist/supernet.pt"

@@ -2,7 +2,7 @@
 
 One set of weights at the largest size; :meth:`OFASupernet.set_active` selects a subnet
 (depth per stage, kernel and hidden width per block) and optionally its per-block bit widths;
-``forward`` runs that subnet by slicing (``shared/reference/ofa-predictor.md`` §2).
+``forward`` runs that subnet by slicing (``docs/reference/ofa-predictor.md`` §2).
 
 Typical use (how the predictor measures accuracies)::
 
@@ -36,6 +36,7 @@ from cimnas.models.dynamic_ops import (
     _BatchStats,
 )
 from cimnas.models.quant import FULL_PRECISION, QuantConv2d, QuantLinear
+from cimnas.models.workload_trace import workload_from_module
 from cimnas.space import Architecture, QuantPolicy, SearchSpace, SpaceError, get_space
 from cimnas.models.static import (
     ClassifierHead,
@@ -666,8 +667,7 @@ def collect_workload(supernet: OFASupernet, arch: Architecture, policy: QuantPol
                      images: torch.Tensor):
     """Per-layer shapes, bit widths and input / weight value histograms of one subnet in the
     cost model's workload format: exports the subnet and hands it to
-    :func:`cimnas.hw.workload.workload_from_module`. Recalibrate BN first."""
-    from cimnas.hw.workload import workload_from_module  # the cost model owns the format
+    :func:`cimnas.models.workload_trace.workload_from_module`. Recalibrate BN first."""
 
     net = supernet.export_subnet(arch, policy).eval()
     images = fit_resolution(images.to(_model_device(net)), arch.resolution)

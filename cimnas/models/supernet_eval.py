@@ -17,7 +17,7 @@ from jsonargparse import auto_cli
 from cimnas.data import FashionMNISTDataModule
 from cimnas.space import Architecture, QuantPolicy
 from cimnas.models.supernet import evaluate_accuracy, load_supernet, recalibrate_bn
-from cimnas.tracking import atomic_write_text
+from cimnas.io import atomic_write_text
 
 
 def evaluate_reference_subnets(

@@ -1,8 +1,8 @@
 """Per-slot layer value statistics for the search's cost model (``value_stats.pt``).
 
-The search prices every candidate with ``cimnas.hw.workload_from_arch(space, arch,
+The search prices every candidate with ``cimnas.search.lowering.workload_from_arch(space, arch,
 value_stats=...)``, which takes one 31-bin input and weight histogram per layer *slot* of the
-space (``[L, 31]`` each, in ``cimnas.hw.workload.slot_table(space)`` order). This module measures
+space (``[L, 31]`` each, in ``cimnas.space.layers.layer_plan(space)`` order). This module measures
 them once on the trained supernet: the largest subnet (every slot active) at the space's largest
 bit width runs calibration images, ``workload_from_module`` records each layer's histograms, and
 the histograms are averaged over the images.
@@ -29,7 +29,8 @@ VALUE_STATS_FORMAT = "cimnas.value_stats/1"
 def measure_value_stats(supernet: Any, images: torch.Tensor, recalibration: torch.Tensor | None = None) -> dict[str, Any]:
     """``{"input_hist": [L, 31], "weight_hist": [L, 31], ...}`` of the largest subnet of
     ``supernet`` over ``images [N, C, H, W]``."""
-    from cimnas.hw.workload import slot_table, workload_from_module
+    from cimnas.models.workload_trace import workload_from_module
+    from cimnas.space.layers import layer_plan
     from cimnas.models.supernet import recalibrate_bn
 
     space: SearchSpace = supernet.space
@@ -40,7 +41,7 @@ def measure_value_stats(supernet: Any, images: torch.Tensor, recalibration: torc
         recalibrate_bn(supernet, [recalibration])
     net = supernet.export_subnet(arch, policy).eval()
     wl = workload_from_module(net, images)  # histograms over all calibration images
-    n_slots = len(slot_table(space).names)
+    n_slots = len(layer_plan(space).names)
     if wl.num_layers != n_slots:
         raise ValueError(f"the largest subnet ran {wl.num_layers} layers but space {space.name!r} has "
                          f"{n_slots} layer slots; the slot order contract of cimnas.hw.workload is broken")

@@ -13,17 +13,16 @@ part of the project (supernet, predictor encoding, cost-model workload, genome d
 this module, so it stays free of torch.nn and of any hardware notion.
 
 Sources: the APQ / CIMNAS MobileNetV2 space and the OFA-MobileNetV3 space as summarised in
-``shared/reference/ofa-predictor.md`` §1.1–1.5 and ``cimnas-reference-code.md`` §1.3.
+``docs/reference/ofa-predictor.md`` §1.1–1.5 and ``cimnas-reference-code.md`` §1.3.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
-import torch
 
 #: Order of the four per-block bit-width fields (APQ / CIMNAS convention).
 BIT_FIELDS: tuple[str, ...] = ("pw_w_bits", "pw_a_bits", "dw_w_bits", "dw_a_bits")

@@ -1,4 +1,4 @@
-"""APQ-shaped accuracy MLP (``shared/reference/cimnas-reference-code.md`` §1.6).
+"""APQ-shaped accuracy MLP (``docs/reference/cimnas-reference-code.md`` §1.6).
 
     h1 = ReLU(W_arch x_arch + b_arch) [+ W_q x_quant + b_q]       (quant branch: no ReLU)
     h  = ReLU(W_3 ReLU(W_2 h1 + b_2) + b_3)

@@ -166,7 +166,7 @@ class PredictorModule(L.LightningModule):
             self.last_report = write_report(pred, target, self.run_folder(), self.trainer.loggers,
                                             title=f"{'quantization-aware' if self.hparams.quantized else 'full-precision'} "
                                                   f"predictor, {len(target)} held-out configs")
-            from cimnas.tracking import write_metrics_file
+            from cimnas.io import write_metrics_file
 
             write_metrics_file({f"held_out_{k}": v for k, v in self.last_report["metrics"].items()})
         if self.hparams.export_path:

@@ -1,4 +1,4 @@
-"""``python -m cimnas.hw.evaluate``: score designs with the batched cost model.
+"""``python -m cimnas.experiments.hw_evaluate``: score designs with the batched cost model.
 
 Inputs (any mix, all scored in one batched call per workload):
 
@@ -20,7 +20,6 @@ import json
 import math
 import statistics
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,9 @@ import torch
 
 from cimnas.hw.cost_model import evaluate
 from cimnas.hw.params import HardwareBatch, HardwareParams
-from cimnas.hw.reference import ReferenceKeyError, designs_to_batches, parse_key
-from cimnas.hw.workload import Workload, workload_from_arch
+from cimnas.experiments.reference_keys import ReferenceKeyError, designs_to_batches, parse_key
+from cimnas.hw.workload import Workload
+from cimnas.search.lowering import workload_from_arch
 from cimnas.space import ArchBatch, Architecture, QuantPolicy, apq_mbv2, get_space
 
 SUMMARY_KEYS = ("energy_j", "latency_s", "area_mm2", "edap", "edap_j_s_cm2", "feasible", "reason",
@@ -37,13 +37,46 @@ SUMMARY_KEYS = ("energy_j", "latency_s", "area_mm2", "edap", "edap_j_s_cm2", "fe
                 "utilization", "cycles")
 
 
-def _score_arch(space, archs, policies, hws, compat) -> list[dict[str, Any]]:
+def _score_arch(space, archs, policies, hws, compat, value_stats: Any = "typical") -> list[dict[str, Any]]:
     ab = ArchBatch.from_designs(space, archs, policies)
-    result = evaluate(workload_from_arch(space, ab), HardwareBatch.from_params(hws), reference_compat=compat)
+    result = evaluate(workload_from_arch(space, ab, value_stats=value_stats), HardwareBatch.from_params(hws),
+                      reference_compat=compat)
     return result.to_records()
 
 
-def score_design_objects(objs: list[dict[str, Any]], compat: bool) -> list[dict[str, Any]]:
+#: ``--value-stats recorded``: what the design file's ``source`` says priced it.
+RECORDED = "recorded"
+
+
+def design_value_stats(obj: dict[str, Any], space: Any, choice: str = RECORDED) -> tuple[Any, str]:
+    """Value statistics to price a design file's network with, and a label saying which.
+
+    ``choice``: ``recorded`` (the file's ``source.value_stats``: a path, or null = the typical
+    per-role histograms; a file without a record — written before designs carried one — gets
+    the statistics the search uses by default for its space), ``typical``, or a path."""
+    from cimnas.search.config import DEFAULT_VALUE_STATS, SearchConfig
+    from cimnas.search.value_stats import load_value_stats
+
+    if choice == "typical":
+        return "typical", "typical"
+    if choice != RECORDED:
+        return load_value_stats(choice, space), choice
+    source = obj.get("source") or {}
+    if "value_stats" in source:
+        path = source["value_stats"]
+    else:
+        path = DEFAULT_VALUE_STATS if space.name == SearchConfig.space else None
+    if path is None:
+        return "typical", "typical"
+    if not Path(path).is_file():
+        raise ValueError(f"design's value statistics {path!r} (source.value_stats) not found; pass "
+                         "--value-stats PATH or --value-stats typical")
+    return load_value_stats(path, space), str(path)
+
+
+def score_design_objects(objs: list[dict[str, Any]], compat: bool, value_stats: str = RECORDED) -> list[dict[str, Any]]:
+    """Score design objects; a design file's own ``source.reference_compat`` is used unless
+    ``compat`` forces the reference quirks on."""
     out = []
     for i, obj in enumerate(objs):
         if not isinstance(obj, dict) or "hardware" not in obj:
@@ -60,7 +93,10 @@ def score_design_objects(objs: list[dict[str, Any]], compat: bool) -> list[dict[
             space = get_space(obj.get("space", "apq_mbv2"))
             arch = Architecture.from_dict(obj["architecture"])
             pol = QuantPolicy.from_dict(obj["quantization"])
-            rec = _score_arch(space, [arch], [pol], [hw], compat)[0]
+            stats, label = design_value_stats(obj, space, value_stats)
+            design_compat = compat or bool((obj.get("source") or {}).get("reference_compat", False))
+            rec = _score_arch(space, [arch], [pol], [hw], design_compat, stats)[0]
+            rec["value_stats"] = label
         out.append(rec)
     return out
 
@@ -112,13 +148,16 @@ def from_results(path: str, compat: bool) -> tuple[list[dict[str, Any]], dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cimnas.hw.evaluate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m cimnas.experiments.hw_evaluate", description=__doc__.split("\n")[0])
     p.add_argument("designs", nargs="*", help="design JSON files (object or list of objects)")
     p.add_argument("--key", action="append", default=[], help="a reference key A_... (repeatable)")
     p.add_argument("--from-results", metavar="FILE", help="re-score a reference results JSON")
     p.add_argument("--reference-compat", action="store_true",
                    help="reproduce the reference code's quirks (bit swap, depthwise capacity, strides)")
     p.add_argument("--full", action="store_true", help="print every field, not only the summary ones")
+    p.add_argument("--value-stats", default=RECORDED, metavar="recorded|typical|PATH",
+                   help="layer value statistics for design files: recorded (default: the ones the search used, "
+                        "from the file's source), typical (per-role histograms) or a value_stats.pt path")
     args = p.parse_args(argv)
     if not (args.designs or args.key or args.from_results):
         p.error("give design JSON files, --key A_... or --from-results FILE")
@@ -126,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         records: list[dict[str, Any]] = []
         for path in args.designs:
             obj = json.loads(Path(path).read_text())
-            records += score_design_objects(obj if isinstance(obj, list) else [obj], args.reference_compat)
+            records += score_design_objects(obj if isinstance(obj, list) else [obj], args.reference_compat,
+                                            args.value_stats)
         if args.key:
             records += score_keys(args.key, args.reference_compat)
         summary = None
@@ -137,24 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for r in records:
-        out = r if args.full else {k: r[k] for k in ("key", *SUMMARY_KEYS, "reference") if k in r}
+        out = r if args.full else {k: r[k] for k in ("key", *SUMMARY_KEYS, "value_stats", "reference") if k in r}
         print(json.dumps(out))
     if summary is not None:
         print(json.dumps(summary))
     return 0
 
-
-class _CallableModule(types.ModuleType):
-    """Importing this command module binds the package attribute ``cimnas.hw.evaluate`` to it,
-    shadowing the cost-model function :func:`cimnas.hw.evaluate` of the same name (the command
-    keeps the name the docs promise: ``python -m cimnas.hw.evaluate``). Calling the module
-    therefore calls the cost model, so ``cimnas.hw.evaluate(workload, hardware)`` works either way."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())
