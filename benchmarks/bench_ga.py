@@ -72,7 +72,9 @@ class SyntheticProblem(Problem):
         batch.set_evals(torch.stack([obj, cv, obj * acc, acc], 1))
 
 
-def real_problem(device: str):
+def real_problem(device: str, reference_objective: bool = False):
+    """The default search's problem; ``reference_objective``: the reference's E·L·A/Acc without an
+    accuracy floor (``--objective.name ela_acc --constraints.min_accuracy_quantile null``)."""
     from cimnas.search.config import DEFAULT_PREDICTOR, DEFAULT_VALUE_STATS, OutputConfig, SearchConfig, WandbConfig
     from cimnas.search.problem import JointProblem
     from cimnas.search.run import build_setup
@@ -88,7 +90,13 @@ def real_problem(device: str):
         AccuracyPredictor(apq_mbv2_tiny()).save(predictor)
         note = " (shipped predictor missing: random-init predictor of the same shape)"
     value_stats = DEFAULT_VALUE_STATS if Path(DEFAULT_VALUE_STATS).is_file() else None
-    config = SearchConfig(predictor=predictor, value_stats=value_stats, device=device,
+    extra = {}
+    if reference_objective:
+        from cimnas.search.evaluator import ConstraintConfig
+        from cimnas.search.objectives import ObjectiveConfig
+
+        extra = {"objective": ObjectiveConfig(name="ela_acc"), "constraints": ConstraintConfig(min_accuracy_quantile=None)}
+    config = SearchConfig(predictor=predictor, value_stats=value_stats, device=device, **extra,
                           output=OutputConfig(dir=str(Path(tmp) / "out"), progress=False, plots=False),
                           wandb=WandbConfig(mode="disabled"))
     setup = build_setup(config)

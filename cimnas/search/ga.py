@@ -83,7 +83,7 @@ class GAConfig:
     max_mating_rounds: int = 20
     init_max_rounds: int = 50
     polish_fraction: float = 0.2
-    max_per_network: int | None = 10
+    max_per_network: int | None = 5
 
     def __post_init__(self) -> None:
         if self.popsize < 2:
