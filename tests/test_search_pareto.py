@@ -13,7 +13,7 @@ from cimnas.search.pareto import nondominated_mask, pareto_mask
 
 
 def _pareto_mask_quadratic(edap: torch.Tensor, acc: torch.Tensor, feasible: torch.Tensor) -> torch.Tensor:
-    """Verbatim copy of ``cimnas.search.run._pareto_mask`` (the O(N^2) reference)."""
+    """Verbatim copy of the quadratic ``_pareto_mask`` (``cimnas/search/outcome.py``, formerly ``run.py``)."""
     e = torch.where(feasible, edap, torch.full_like(edap, math.inf))
     a = torch.where(feasible, acc, torch.full_like(acc, -math.inf))
     no_worse = (e.unsqueeze(0) <= e.unsqueeze(1)) & (a.unsqueeze(0) >= a.unsqueeze(1))

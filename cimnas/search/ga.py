@@ -13,6 +13,13 @@ Semantics (pymoo ``GA`` as configured by the CIMNAS code, ``cimnas-reference-cod
    feasible designs by NSGA-II (EvoTorch's ``arg_pareto_sort``: fronts, then crowding distance),
    infeasible ones after them by constraint violation (constraint domination).
 
+Beyond the reference (both off with ``polish_fraction=0, max_per_network=None``): the last
+``polish_fraction`` of the generations are a batched local search around the best designs (one-gene
+and linked two-gene moves, see :meth:`ConstrainedGA.polish_candidates`), and survival caps the
+copies of each network (niching). Mating rounds after the first make only the shortfall (as
+pymoo's ``Mating``); SBX / mutation compute only the genes they change and duplicates are found by
+row hashes, both with the exact forms' results.
+
 The population is kept sorted best-first, so an individual's index is its rank and the tournament
 compares indices. Evaluation goes through the EvoTorch :class:`~evotorch.Problem` (vectorized,
 optional Ray actors). All randomness comes from one generator owned by the algorithm, whose state
@@ -42,7 +49,8 @@ def _plain(values: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class GAConfig:
-    """Genetic-algorithm settings (defaults: the reference's example run).
+    """Genetic-algorithm settings (defaults: the reference's example run, plus the local polish
+    and niching, which ``polish_fraction=0, max_per_network=None`` turn off).
 
     Attributes:
         popsize: population size (reference 150).

@@ -1,6 +1,6 @@
 """Non-dominated filtering without [N, N] matrices.
 
-:func:`pareto_mask` has exactly the contract of the quadratic ``run._pareto_mask`` (feasible designs
+:func:`pareto_mask` has exactly the contract of the quadratic ``outcome._pareto_mask`` (feasible designs
 not dominated by another feasible one in EDAP min, accuracy max) in O(N log N): one lexicographic
 sort and a running maximum. :func:`nondominated_mask` is the general form (any number of minimised
 objectives); with two it takes the same sort path, with more it filters in sorted blocks against
