@@ -13,6 +13,13 @@ Semantics (pymoo ``GA`` as configured by the CIMNAS code, ``cimnas-reference-cod
    feasible designs by NSGA-II (EvoTorch's ``arg_pareto_sort``: fronts, then crowding distance),
    infeasible ones after them by constraint violation (constraint domination).
 
+Beyond the reference (both off with ``polish_fraction=0, max_per_network=None``): the last
+``polish_fraction`` of the generations are a batched local search around the best designs (one-gene
+and linked two-gene moves, see :meth:`ConstrainedGA.polish_candidates`), and survival caps the
+copies of each network (niching). Mating rounds after the first make only the shortfall (as
+pymoo's ``Mating``); SBX / mutation compute only the genes they change and duplicates are found by
+row hashes, both with the exact forms' results.
+
 The population is kept sorted best-first, so an individual's index is its rank and the tournament
 compares indices. Evaluation goes through the EvoTorch :class:`~evotorch.Problem` (vectorized,
 optional Ray actors). All randomness comes from one generator owned by the algorithm, whose state
@@ -22,7 +29,7 @@ is part of :meth:`state_dict`, so a resumed run reproduces an uninterrupted one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -30,13 +37,20 @@ from evotorch import Problem, SolutionBatch
 from evotorch.algorithms.searchalgorithm import SearchAlgorithm
 
 from cimnas.search.operators import (
-    binary_tournament, first_occurrence, lexsort, polynomial_mutation, simulated_binary_crossover,
+    binary_tournament, first_index, first_occurrence, first_occurrence_exact, lexsort, polynomial_mutation, row_hash,
+    simulated_binary_crossover,
 )
+
+
+def _plain(values: torch.Tensor) -> torch.Tensor:
+    """``values`` as a plain tensor (EvoTorch's read-only subclass routes every op through Python)."""
+    return values.as_subclass(torch.Tensor) if type(values) is not torch.Tensor else values
 
 
 @dataclass
 class GAConfig:
-    """Genetic-algorithm settings (defaults: the reference's example run).
+    """Genetic-algorithm settings (defaults: the reference's example run, plus the local polish
+    and niching, which ``polish_fraction=0, max_per_network=None`` turn off).
 
     Attributes:
         popsize: population size (reference 150).
@@ -52,6 +66,16 @@ class GAConfig:
         eliminate_duplicates: drop children equal to a population member or to each other.
         max_mating_rounds: mating rounds per generation to fill the offspring with new genomes.
         init_max_rounds: rejection-sampling rounds for the capacity-feasible initial population.
+        polish_fraction: the share of the generations, at the end of the budget, spent on a
+            batched local search instead of mating (0 = the reference's GA; rounded, at most all
+            but the first two generations): each of those generations evaluates ``popsize`` untried
+            neighbours of the best not-yet-polished design (every one-gene change, and every joint
+            change of two of the problem's ``linked_genes``), in a seeded random order, and the
+            pool survives as in a GA generation. Same evaluations, same evaluator.
+        max_per_network: niching: at most this many individuals per distinct network (the
+            problem's ``network_keys``) survive ahead of the others, so the population keeps
+            distinct networks while elitism still keeps each network's best (null = no cap, the
+            reference's survival).
     """
 
     popsize: int = 150
@@ -66,16 +90,20 @@ class GAConfig:
     eliminate_duplicates: bool = True
     max_mating_rounds: int = 20
     init_max_rounds: int = 50
+    polish_fraction: float = 0.2
+    max_per_network: int | None = 5
 
     def __post_init__(self) -> None:
         if self.popsize < 2:
             raise ValueError(f"ga.popsize={self.popsize} must be >= 2")
         if self.generations < 1:
             raise ValueError(f"ga.generations={self.generations} must be >= 1")
-        for name in ("crossover_prob", "mutation_prob", "crossover_var_prob"):
+        for name in ("crossover_prob", "mutation_prob", "crossover_var_prob", "polish_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"ga.{name}={value} must be in [0, 1]")
+        if self.max_per_network is not None and self.max_per_network < 1:
+            raise ValueError(f"ga.max_per_network={self.max_per_network} must be >= 1 or null")
         for name in ("crossover_eta", "mutation_eta"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ga.{name}={getattr(self, name)} must be positive")
@@ -114,6 +142,121 @@ def survival_order(problem: Problem, evals: torch.Tensor, pool: SolutionBatch | 
     return lexsort(keys)
 
 
+def neighbourhood(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, linked: list[int]) -> torch.Tensor:
+    """Moves ``long [M, 4]`` (gene, value, gene2, value2; gene2 = -1 for one-gene moves) from the
+    genome ``x [L]``: every other option of every free gene, then every joint change of two
+    ``linked`` free genes (both to another option)."""
+    device = x.device
+    span = (upper - lower).clamp_min(0)  # options other than the current one
+    genes = torch.repeat_interleave(torch.arange(x.numel(), device=device), span)
+    starts = torch.cumsum(span, 0) - span
+    k = torch.arange(genes.numel(), device=device) - starts[genes]
+    values = lower[genes] + k
+    values = values + (values >= x[genes]).long()  # skip the current option
+    singles = torch.stack([genes, values, torch.full_like(genes, -1), torch.zeros_like(genes)], 1)
+    parts = [singles]
+    free_linked = [g for g in linked if int(span[g]) > 0]
+    for i, g in enumerate(free_linked):
+        vg = values[genes == g]
+        for h in free_linked[i + 1:]:
+            vh = values[genes == h]
+            a, b = torch.meshgrid(vg, vh, indexing="ij")
+            a, b = a.reshape(-1), b.reshape(-1)
+            parts.append(torch.stack([torch.full_like(a, g), a, torch.full_like(b, h), b], 1))
+    return torch.cat(parts)
+
+
+def apply_moves(x: torch.Tensor, moves: torch.Tensor) -> torch.Tensor:
+    """The genomes ``[M, L]`` that ``moves [M, 4]`` (see :func:`neighbourhood`) make from ``x``."""
+    rows = x.unsqueeze(0).repeat(moves.shape[0], 1)
+    index = torch.arange(moves.shape[0], device=x.device)
+    rows[index, moves[:, 0]] = moves[:, 1]
+    two = moves[:, 2] >= 0
+    rows[index[two], moves[two, 2]] = moves[two, 3]
+    return rows
+
+
+def _niche_order(network_ids: torch.Tensor, cap: int) -> torch.Tensor:
+    """Stable order (into the given best-first sequence) moving every individual beyond the
+    ``cap``-th of its network behind all within-cap ones."""
+    n = network_ids.numel()
+    position = torch.arange(n, device=network_ids.device)
+    by_network = torch.argsort(network_ids, stable=True)  # ranks stay in order within a network
+    sorted_ids = network_ids[by_network]
+    new_group = torch.ones(n, dtype=torch.bool, device=network_ids.device)
+    new_group[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    group_start = torch.cummax(torch.where(new_group, position, torch.zeros_like(position)), 0).values
+    occurrence = torch.empty_like(position)
+    occurrence[by_network] = position - group_start
+    return torch.argsort((occurrence >= cap).long(), stable=True)
+
+
+@dataclass
+class _PolishState:
+    """Where the local polish stands: the incumbent, its shuffled moves and how many are used,
+    and the (hashes of the) designs whose neighbourhood is exhausted."""
+
+    incumbent: torch.Tensor | None = None
+    moves: torch.Tensor | None = None
+    offset: int = 0
+    polished: list[int] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"incumbent": None if self.incumbent is None else self.incumbent.cpu(),
+                "moves": None if self.moves is None else self.moves.cpu(), "offset": self.offset,
+                "polished": torch.tensor(self.polished, dtype=torch.long)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any] | None, device: torch.device) -> "_PolishState":
+        if not state:
+            return cls()
+        return cls(None if state["incumbent"] is None else state["incumbent"].to(device),
+                   None if state["moves"] is None else state["moves"].to(device), int(state["offset"]),
+                   [int(v) for v in state["polished"].tolist()])
+
+
+class _RowSet:
+    """The genomes of a generation so far (parents and accepted children), for duplicate checks
+    by row hash: sorted hashes, then an exact row comparison of every hash hit. The answers equal
+    :func:`first_occurrence` on the concatenation ``[seen; children]`` (collisions take that form)."""
+
+    def __init__(self, rows: torch.Tensor, hashes: torch.Tensor | None = None, capacity: int = 0):
+        # rows live in a buffer with room for ``capacity`` more, so adding does not copy them
+        self._buffer = torch.empty((rows.shape[0] + capacity, rows.shape[1]), dtype=rows.dtype, device=rows.device)
+        self._buffer[: rows.shape[0]] = rows
+        self._n = rows.shape[0]
+        self.hashes = row_hash(rows) if hashes is None else hashes
+        self.sorted_hashes, self.order = torch.sort(self.hashes, stable=True)
+
+    @property
+    def rows(self) -> torch.Tensor:
+        return self._buffer[: self._n]
+
+    def add(self, rows: torch.Tensor, hashes: torch.Tensor | None = None) -> None:
+        if rows.shape[0] == 0:
+            return
+        end = self._n + rows.shape[0]
+        if end > self._buffer.shape[0]:
+            self._buffer = torch.cat([self._buffer[: self._n], rows])
+        else:
+            self._buffer[self._n:end] = rows
+        self._n = end
+        self.hashes = torch.cat([self.hashes, row_hash(rows) if hashes is None else hashes])
+        self.sorted_hashes, self.order = torch.sort(self.hashes, stable=True)
+
+    def new_rows(self, children: torch.Tensor, hashes: torch.Tensor | None = None) -> torch.Tensor:
+        """``bool [C]``: children equal to no seen row and to no earlier child."""
+        hashes = row_hash(children) if hashes is None else hashes
+        pos = torch.searchsorted(self.sorted_hashes, hashes).clamp_max(self.sorted_hashes.numel() - 1)
+        hit = self.sorted_hashes[pos] == hashes
+        hit_index = hit.nonzero().reshape(-1)
+        if hit_index.numel() and not torch.equal(children[hit_index], self.rows[self.order[pos[hit_index]]]):
+            # a hash shared by distinct rows: the exact form
+            pool = torch.cat([self.rows, children])
+            return first_occurrence_exact(pool)[self.rows.shape[0]:]
+        return ~hit & first_occurrence(children, hashes=hashes)
+
+
 class ConstrainedGA(SearchAlgorithm):
     """Elitist GA with SBX + polynomial mutation on integer genomes and constraint domination.
 
@@ -143,6 +286,14 @@ class ConstrainedGA(SearchAlgorithm):
         self.last_values: torch.Tensor | None = None  # and its genomes
         self._population: SolutionBatch | None = None
         self._initial_values = initial_values
+        self._polish = _PolishState()
+        self._network_keys: torch.Tensor | None = None  # the population's network keys (niching)
+
+    @property
+    def polish_generations(self) -> int:
+        """How many final generations are local-polish generations (see ``GAConfig.polish_fraction``)."""
+        cfg = self.config
+        return min(round(cfg.polish_fraction * cfg.generations), max(0, cfg.generations - 2))
 
     # ------------------------------------------------------------------ population
     @property
@@ -164,8 +315,19 @@ class ConstrainedGA(SearchAlgorithm):
         self.last_values = values
         return batch
 
-    def _sorted(self, batch: SolutionBatch, n: int) -> SolutionBatch:
-        order = survival_order(self.problem, batch.evals, batch)[:n]
+    @property
+    def _niching(self) -> bool:
+        return self.config.max_per_network is not None and hasattr(self.problem, "network_keys")
+
+    def _sorted(self, batch: SolutionBatch, n: int, network_keys: torch.Tensor | None = None) -> SolutionBatch:
+        """The best ``n`` of ``batch`` (survival order; with niching, at most ``max_per_network``
+        per network ahead of the rest). ``network_keys`` may pass the pool's keys."""
+        order = survival_order(self.problem, batch.evals, batch)
+        if self._niching:
+            keys = self.problem.network_keys(_plain(batch.values)) if network_keys is None else network_keys
+            order = order[_niche_order(first_index(keys[order]), self.config.max_per_network)]
+            self._network_keys = keys[order[:n]]
+        order = order[:n]
         return make_batch(self.problem, batch.values[order].clone(), batch.evals[order].clone())
 
     def _initialize(self) -> None:
@@ -202,17 +364,61 @@ class ConstrainedGA(SearchAlgorithm):
         )
 
     def make_offspring(self, parents: torch.Tensor, n_children: int) -> torch.Tensor:
-        """``n_children`` new genomes (fewer only if the space is nearly exhausted)."""
+        """``n_children`` new genomes (fewer only if the space is nearly exhausted).
+
+        The first round mates ``n_children``; children equal to a parent, to an accepted child or
+        to an earlier child of their round are dropped, and every later round mates only the
+        shortfall (pymoo's ``Mating``), until ``max_mating_rounds``.
+        """
+        parents = _plain(parents)
         if not self.config.eliminate_duplicates:
             return self._mate(parents, n_children)[:n_children]
-        accepted = parents.new_zeros((0, parents.shape[1]))
+        seen = _RowSet(parents, capacity=n_children)
+        accepted = parents[:0]
         for _ in range(self.config.max_mating_rounds):
-            children = self._mate(parents, n_children)
-            pool = torch.cat([parents, accepted, children])
-            new = first_occurrence(pool)[parents.shape[0] + accepted.shape[0]:]
-            accepted = torch.cat([accepted, children[new]])[:n_children]
-            if accepted.shape[0] >= n_children:
+            shortfall = n_children - accepted.shape[0]
+            if shortfall <= 0:
                 break
+            children = self._mate(parents, shortfall)
+            hashes = row_hash(children)
+            take = seen.new_rows(children, hashes).nonzero().reshape(-1)[:shortfall]
+            accepted = torch.cat([accepted, children[take]])
+            seen.add(children[take], hashes[take])
+        return accepted
+
+    def polish_candidates(self, population: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` untried neighbours (one-gene and linked two-gene changes) of the best designs of
+        ``population`` (best-first) not yet polished: the incumbent's neighbourhood is visited in
+        a random order drawn once from the GA's generator; when it is used up, the incumbent is
+        marked polished and the next design's neighbourhood continues the batch."""
+        state = self._polish
+        seen = _RowSet(population, capacity=n)
+        polished = set(state.polished)
+        accepted = population[:0]
+        linked = list(getattr(self.problem, "linked_genes", []))
+        for candidate in range(population.shape[0]):
+            if accepted.shape[0] >= n:
+                break
+            x = population[candidate]
+            key = int(row_hash(x.unsqueeze(0))[0])
+            if key in polished:
+                continue
+            if state.incumbent is None or not torch.equal(state.incumbent, x):
+                moves = neighbourhood(x, self.lower, self.upper, linked)
+                perm = torch.randperm(moves.shape[0], generator=self.generator, device=self.device)
+                state.incumbent, state.moves, state.offset = x.clone(), moves[perm], 0
+            while accepted.shape[0] < n and state.offset < state.moves.shape[0]:
+                take = state.moves[state.offset:state.offset + n - accepted.shape[0]]
+                state.offset += take.shape[0]
+                rows = apply_moves(x, take)
+                hashes = row_hash(rows)
+                new = seen.new_rows(rows, hashes)
+                accepted = torch.cat([accepted, rows[new]])
+                seen.add(rows[new], hashes[new])
+            if state.offset >= state.moves.shape[0]:
+                state.polished.append(key)
+                polished.add(key)
+                state.incumbent = None
         return accepted
 
     def _step(self) -> None:
@@ -222,12 +428,21 @@ class ConstrainedGA(SearchAlgorithm):
             self._initialize()
             return
         population = self.population
-        children = self.make_offspring(population.values, self.config.popsize)
+        polish = self.polish_generations
+        if polish and self.step_count >= self.config.generations - polish:
+            children = self.polish_candidates(_plain(population.values), self.config.popsize)
+        else:
+            children = self.make_offspring(population.values, self.config.popsize)
         if children.shape[0] == 0:
             return
         offspring = self._evaluate(children)
         pool = SolutionBatch.cat([population, offspring])
-        self._population = self._sorted(pool, self.config.popsize)
+        keys = None
+        if self._niching:  # the survivors' keys are kept: only the children are decoded
+            if self._network_keys is None or self._network_keys.shape[0] != population.values.shape[0]:
+                self._network_keys = self.problem.network_keys(_plain(population.values))
+            keys = torch.cat([self._network_keys, self.problem.network_keys(children)])
+        self._population = self._sorted(pool, self.config.popsize, keys)
 
     # ------------------------------------------------------------------ status
     def _status_best_objective(self) -> float:
@@ -240,7 +455,7 @@ class ConstrainedGA(SearchAlgorithm):
         return int((self.population.evals[:, self.problem.cv_column] <= 0).sum())
 
     def _status_n_unique(self) -> int:
-        return int(first_occurrence(self.population.values).sum())
+        return int(first_occurrence(_plain(self.population.values)).sum())
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -251,6 +466,7 @@ class ConstrainedGA(SearchAlgorithm):
             "evals": pop.evals.detach().cpu().clone(),
             "generator": self.generator.get_state(),
             "n_evaluations": self.n_evaluations,
+            "polish": self._polish.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -258,6 +474,8 @@ class ConstrainedGA(SearchAlgorithm):
         self.generator.set_state(state["generator"])
         self._steps_count = int(state["step"])
         self.n_evaluations = int(state["n_evaluations"])
+        self._polish = _PolishState.from_state_dict(state.get("polish"), self.device)
+        self._network_keys = None
 
 
-__all__ = ["ConstrainedGA", "GAConfig", "make_batch", "survival_order"]
+__all__ = ["ConstrainedGA", "GAConfig", "apply_moves", "make_batch", "neighbourhood", "survival_order"]

@@ -15,6 +15,7 @@ from evotorch import Problem, SolutionBatch
 
 from cimnas.search.evaluator import METRIC_COLUMNS, DesignEvaluator, Evaluation
 from cimnas.search.objectives import ObjectiveConfig, objective_keys
+from cimnas.search.operators import first_index
 
 
 class JointProblem(Problem):
@@ -58,6 +59,30 @@ class JointProblem(Problem):
             solution_length=genome.length, dtype=torch.int64, bounds=(lower.tolist(), upper.tolist()), eval_dtype=torch.float64,
             eval_data_length=len(self.data_columns), device=device, store_solution_stats=False, **actor_kwargs,
         )
+
+    @property
+    def linked_genes(self) -> list[int]:
+        """Genes whose joint two-gene moves the GA's final local polish tries (the free hardware
+        genes: total macros are a product of three of them, and re-splitting that product needs
+        two genes changed together)."""
+        free = (self.upper_bounds > self.lower_bounds).tolist()
+        return [i for i in range(self.evaluator.genome.num_hw) if free[i]]
+
+    def network_keys(self, values: torch.Tensor) -> torch.Tensor:
+        """``long [N, K]``: equal rows for genomes that decode to the same network and bit widths
+        (the depths, the resolution, the active blocks' kernel, width and bits; genes of skipped
+        blocks and the hardware genes ignored)."""
+        genome = self.evaluator.genome
+        arch = genome.decode_arch(values.long())
+        active = arch.active_blocks(genome.space)
+        return torch.cat([
+            arch.depths, arch.resolution.unsqueeze(1), arch.kernels * active, arch.hidden * active,
+            (arch.bits * active.unsqueeze(-1)).flatten(1),
+        ], dim=1)
+
+    def network_ids(self, values: torch.Tensor) -> torch.Tensor:
+        """``long [N]``: the index of the first genome with the same network (see :meth:`network_keys`)."""
+        return first_index(self.network_keys(values))
 
     def column(self, name: str) -> int:
         """Index of a named column in ``batch.evals``."""
