@@ -94,3 +94,14 @@ def test_bad_shapes_name_the_arguments():
         pareto_mask(torch.zeros(3), torch.zeros(4), torch.ones(3, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"\[N, M\]"):
         nondominated_mask(torch.zeros(3))
+
+
+def test_pareto_mask_takes_evotorch_read_only_tensors():
+    """The archive receives EvoTorch's ReadOnlyTensor evaluations (regression)."""
+    from evotorch.tools import as_read_only_tensor
+
+    g = torch.Generator().manual_seed(0)
+    edap, acc = torch.rand(50, generator=g, dtype=torch.float64), torch.rand(50, generator=g, dtype=torch.float64)
+    feasible = torch.rand(50, generator=g) < 0.8
+    got = pareto_mask(as_read_only_tensor(edap), as_read_only_tensor(acc), as_read_only_tensor(feasible))
+    assert torch.equal(got, _pareto_mask_quadratic(edap, acc, feasible))

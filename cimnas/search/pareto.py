@@ -39,6 +39,9 @@ def nondominated_mask(objectives: torch.Tensor, valid: torch.Tensor | None = Non
     """
     if objectives.dim() != 2:
         raise ValueError(f"nondominated_mask: objectives must be [N, M], found shape {tuple(objectives.shape)}")
+    # plain tensors: EvoTorch hands over read-only subclasses, whose results cannot be filled in
+    objectives = objectives.as_subclass(torch.Tensor)
+    valid = None if valid is None else valid.as_subclass(torch.Tensor)
     n, m = objectives.shape
     device = objectives.device
     valid = torch.ones(n, dtype=torch.bool, device=device) if valid is None else valid.to(device=device, dtype=torch.bool)

@@ -11,6 +11,7 @@ import torch
 
 from cimnas.search.evaluator import METRIC_COLUMNS, REASONS
 from cimnas.search.operators import first_occurrence
+from cimnas.search.pareto import pareto_mask
 from cimnas.search.problem import JointProblem
 
 @dataclass
@@ -67,7 +68,7 @@ class ParetoArchive:
             evals = torch.cat([self.evals, evals.to(self.evals.device)])
         feasible = evals[:, p.cv_column] <= 0
         edap, acc = evals[:, p.column("edap_j_s_mm2")], evals[:, p.column("accuracy")]
-        keep = _pareto_mask(edap, acc, feasible).nonzero().reshape(-1)
+        keep = pareto_mask(edap, acc, feasible).nonzero().reshape(-1)
         keep = keep[torch.argsort(edap[keep], stable=True)]
         keep = keep[first_occurrence(torch.stack([edap[keep], acc[keep]], dim=1))]
         self.values, self.evals = values[keep].clone(), evals[keep].clone()
@@ -76,12 +77,3 @@ class ParetoArchive:
         return {"values": None if self.values is None else self.values.cpu(),
                 "evals": None if self.evals is None else self.evals.cpu()}
 
-
-def _pareto_mask(edap: torch.Tensor, acc: torch.Tensor, feasible: torch.Tensor) -> torch.Tensor:
-    """Feasible designs not dominated by another feasible one in (EDAP min, accuracy max)."""
-    e = torch.where(feasible, edap, torch.full_like(edap, math.inf))
-    a = torch.where(feasible, acc, torch.full_like(acc, -math.inf))
-    no_worse = (e.unsqueeze(0) <= e.unsqueeze(1)) & (a.unsqueeze(0) >= a.unsqueeze(1))
-    better = (e.unsqueeze(0) < e.unsqueeze(1)) | (a.unsqueeze(0) > a.unsqueeze(1))
-    dominated = (no_worse & better & feasible.unsqueeze(0)).any(dim=1)
-    return feasible & ~dominated
