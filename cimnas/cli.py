@@ -1,8 +1,23 @@
-"""Command-line builders shared by the entry points (``train.py``)."""
+"""Command-line builders shared by the entry points (``train.py``).
+
+Run folders: a config's ``trainer.default_root_dir`` may hold ``{timestamp}``
+(``runs/supernet_fmnist/{timestamp}``); each new job gets a fresh folder (UTC time
+``YYYYmmdd-HHMMSS``), a job resumed with ``--ckpt_path <run>/checkpoints/<file>.ckpt`` continues in
+the checkpoint's run folder. Every ``ModelCheckpoint`` without a ``dirpath`` writes to
+``<run>/checkpoints`` and the end-of-fit exports default to the run folder, so no job writes into
+the repository root or the shipped artifacts. The W&B run id is kept in ``<run>/wandb_run_id``
+(and in each checkpoint): a resumed job continues the same W&B run.
+
+Argument names must be spelled out (no prefix abbreviations: ``--trainer.max_epoch`` is an
+unknown key, not ``max_epochs``).
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -16,6 +31,19 @@ class WandbSaveConfig(SaveConfigCallback):
     """Writes the resolved config next to the logs (as Lightning does) and, with a W&B logger,
     also into the run: as the run's config and as ``config.yaml`` in its files folder, so each
     (offline) run carries the exact command that produced it."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # the resolved config goes into the run folder (not the logger's shared save_dir)
+        if self.already_saved:
+            return
+        if self.save_to_log_dir and trainer.is_global_zero:
+            run_dir = trainer.default_root_dir
+            os.makedirs(run_dir, exist_ok=True)
+            self.parser.save(self.config, os.path.join(run_dir, self.config_filename), skip_none=False,
+                             overwrite=True, multifile=self.multifile)
+        if trainer.is_global_zero:
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for logger in trainer.loggers:
@@ -52,13 +80,89 @@ class MetricsFileCallback(L.Callback):
         self._write(trainer)
 
 
+#: File of a run folder holding the W&B run id (a resumed job continues that run).
+WANDB_ID_FILE = "wandb_run_id"
+RUN_STAMP = "{timestamp}"
+
+
+class RunFolderCallback(L.Callback):
+    """Records the W&B run id of the job in ``<run>/wandb_run_id`` and in every checkpoint."""
+
+    def _run_id(self, trainer: L.Trainer) -> str | None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                run_id = getattr(logger.experiment, "id", None)
+                return str(run_id) if run_id else None
+        return None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        run_id = self._run_id(trainer)
+        if run_id and trainer.is_global_zero:
+            from cimnas.io import atomic_write_text
+
+            atomic_write_text(Path(trainer.default_root_dir) / WANDB_ID_FILE, run_id + "\n")
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        run_id = self._run_id(trainer)
+        if run_id:
+            checkpoint["cimnas_wandb_run_id"] = run_id
+
+
+def resolve_run_dir(root: str | None, ckpt_path: str | None, now: _dt.datetime | None = None) -> str | None:
+    """The run folder of a job: ``root`` with ``{timestamp}`` replaced by the UTC time (a new run)
+    or, when ``ckpt_path`` is ``<run>/checkpoints/<file>``, by that run's folder (a resume)."""
+    if root is None or RUN_STAMP not in str(root):
+        return root
+    if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+        ckpt = Path(ckpt_path)
+        if ckpt.parent.name == "checkpoints":
+            return str(ckpt.parent.parent)
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    run = str(root).replace(RUN_STAMP, stamp)
+    n = 1
+    while Path(run).exists():  # two jobs started in the same second
+        run = str(root).replace(RUN_STAMP, f"{stamp}-{n}")
+        n += 1
+    return run
+
+
+def _stored_wandb_id(run_dir: str | None) -> str | None:
+    if run_dir is None:
+        return None
+    f = Path(run_dir) / WANDB_ID_FILE
+    return f.read_text().strip() or None if f.is_file() else None
+
+
 class CimnasCLI(LightningCLI):
-    """LightningCLI that always adds :class:`MetricsFileCallback` (whatever the config's
-    callback list) so sweeps can read the final metrics of any training job."""
+    """LightningCLI that resolves the run folder (see the module docstring), puts checkpoints
+    under it, resumes the W&B run of a resumed job, and always adds
+    :class:`MetricsFileCallback` (whatever the config's callback list) so sweeps can read the
+    final metrics of any training job."""
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        ckpt = cfg.get("ckpt_path")
+        run_dir = resolve_run_dir(cfg.trainer.get("default_root_dir"), ckpt)
+        cfg.trainer.default_root_dir = run_dir
+        logger = cfg.trainer.get("logger")
+        run_id = _stored_wandb_id(run_dir) if ckpt else None
+        if run_id and logger is not None and not isinstance(logger, bool) and \
+                str(logger.get("class_path", "")).endswith("WandbLogger"):
+            init = logger.get("init_args")
+            if init is not None and init.get("id") is None:
+                init["id"] = run_id
+                init["resume"] = "allow"
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
         trainer = super().instantiate_trainer(**kwargs)
+        for cb in trainer.callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
+                cb.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
         trainer.callbacks.append(MetricsFileCallback())
+        trainer.callbacks.append(RunFolderCallback())
         return trainer
 
 
@@ -76,6 +180,20 @@ def train_cli(args: Any = None, run: bool = True) -> LightningCLI:
         trainer_defaults={"logger": {"class_path": "cimnas.tracking.WandbLogger"}},
         save_config_callback=WandbSaveConfig,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"allow_abbrev": False, **{c: {"allow_abbrev": False} for c in ("fit", "validate", "test",
+                                                                                          "predict")}},
         args=args,
         run=run,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``train.py``: the training CLI with user errors (bad files, invalid values) as one line
+    ``error: ...`` and exit status 2; ``--debug`` shows the traceback."""
+    from cimnas.inputs import run_user_main
+
+    def _run(args: list[str]) -> int:
+        train_cli(args)
+        return 0
+
+    return run_user_main(_run, argv)

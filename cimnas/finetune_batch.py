@@ -285,14 +285,21 @@ def finetune_batch(
     return summary
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None) -> int:
+    """``python -m cimnas.finetune_batch``; user errors as one line (``--debug``: traceback)."""
     from jsonargparse import CLI
 
-    CLI(finetune_batch, args=args, as_positional=False)
+    from cimnas.inputs import run_user_main
+
+    def _run(argv: list[str]) -> int:
+        CLI(finetune_batch, args=argv, as_positional=False, allow_abbrev=False)
+        return 0
+
+    return run_user_main(_run, args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
 
 
 __all__ = ["finetune_batch", "agreement", "write_table", "collect", "TABLE_COLUMNS", "main"]

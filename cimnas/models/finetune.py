@@ -359,9 +359,11 @@ class FinetuneModule(L.LightningModule):
 
 
 if __name__ == "__main__":  # `python -m cimnas.models.finetune fit ...` = train.py (the batch mode uses it)
-    from cimnas.cli import train_cli
+    import sys
 
-    train_cli()
+    from cimnas.cli import main
+
+    sys.exit(main())
 
 
 __all__ = ["FinetuneModule", "DEFAULT_SUPERNET", "resolve_artifact", "result_path_for", "update_json"]

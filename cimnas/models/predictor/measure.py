@@ -215,8 +215,12 @@ def measure(
     """
     import lightning as L
 
+    from cimnas.inputs import check_device, refuse_shipped_output
     from cimnas.models.supernet import load_supernet
 
+    refuse_shipped_output(output, "output")
+    if accelerator in ("gpu", "cuda"):
+        check_device("cuda", "accelerator")
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     fabric = L.Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes)
@@ -266,11 +270,15 @@ def measure(
 def main(args: list[str] | None = None) -> None:
     from jsonargparse import CLI
 
-    CLI(measure, args=args, as_positional=False)
+    CLI(measure, args=args, as_positional=False, allow_abbrev=False)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from cimnas.inputs import run_user_main
+
+    sys.exit(run_user_main(main))
 
 
 __all__ = ["measure", "measure_shard", "merge_shards", "sample_design", "shard_path", "SupernetEvaluator"]
