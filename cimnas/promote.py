@@ -17,7 +17,8 @@ file it would replace by each file's own recorded validation metric:
 * ``value_stats`` / ``records_fp`` / ``records_quant``: no quality metric; only validated.
 
 A worse candidate (or an incumbent whose metric cannot be read) is refused with a message and exit
-status 1 unless ``--force``. The copy is atomic (temporary file in the target folder, fsync,
+status 1 unless ``--force``; ``--check`` compares without writing (the artifact scripts check
+every file of a set before promoting any, so the defaults never mix two trainings). The copy is atomic (temporary file in the target folder, fsync,
 rename). ``--artifacts DIR`` names the artifacts folder (default: the package's
 ``cimnas/artifacts/<space folder>``); tests promote into temporary copies.
 """
@@ -161,9 +162,9 @@ def compare(kind: str, candidate: Path, incumbent: Path, eval_images: int) -> st
 
 
 def promote(kind: str, source: str | Path, artifacts: str | Path | None = None, space: str | None = None,
-            force: bool = False, eval_images: int = 5000) -> Path:
+            force: bool = False, eval_images: int = 5000, check: bool = False) -> Path:
     """Copy ``source`` over the default ``kind`` artifact of its space (see the module docstring);
-    returns the path written."""
+    returns the target path. ``check``: validate and compare only, write nothing."""
     if kind not in KIND_FILES:
         raise InputError(f"--kind={kind!r} is not allowed; allowed values: {sorted(KIND_FILES)}")
     src = Path(source)
@@ -194,6 +195,9 @@ def promote(kind: str, source: str | Path, artifacts: str | Path | None = None, 
             if not force:
                 raise
             account = "forced"
+    if check:
+        print(f"would promote {src} -> {target} ({account})")
+        return target
     from cimnas.io import atomic_write
 
     atomic_write(target, lambda tmp: shutil.copyfile(src, tmp))
@@ -213,11 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--artifacts", default=None, metavar="DIR",
                         help="artifacts folder to promote into (default: cimnas/artifacts/<space folder>)")
         ap.add_argument("--force", action="store_true", help="replace even a better or incomparable file")
+        ap.add_argument("--check", action="store_true", help="validate and compare only; write nothing")
         ap.add_argument("--eval_images", type=int, default=5000,
                         help="held-out images when supernet accuracies must be measured")
         a = ap.parse_args(args)
         try:
-            promote(a.kind, a.source, a.artifacts, a.space, a.force, a.eval_images)
+            promote(a.kind, a.source, a.artifacts, a.space, a.force, a.eval_images, a.check)
         except PromotionRefused as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return 1
