@@ -108,6 +108,29 @@ class RunFolderCallback(L.Callback):
             checkpoint["cimnas_wandb_run_id"] = run_id
 
 
+def check_checkpoint(path: str, model: L.LightningModule) -> None:
+    """``--ckpt_path`` must be a readable Lightning checkpoint of this job's model: a missing,
+    empty, text or corrupt file, or one of another model / configuration (the module's
+    ``check_checkpoint(checkpoint, path)``), fails with one line naming the file."""
+    import torch
+
+    from cimnas.inputs import InputError, load_torch_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"ckpt_path {path!r} not found")
+    try:
+        checkpoint = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception:  # the weights-only reader names what the file is
+        load_torch_file(p, "ckpt_path")
+        raise
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise InputError(f"ckpt_path {path!r}: not a Lightning checkpoint (field 'state_dict' missing)")
+    hook = getattr(model, "check_checkpoint", None)
+    if callable(hook):
+        hook(checkpoint, path)
+
+
 def resolve_run_dir(root: str | None, ckpt_path: str | None, now: _dt.datetime | None = None) -> str | None:
     """The run folder of a job: ``root`` with ``{timestamp}`` replaced by the UTC time (a new run)
     or, when ``ckpt_path`` is ``<run>/checkpoints/<file>``, by that run's folder (a resume)."""
@@ -157,6 +180,10 @@ class CimnasCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         from lightning.pytorch.callbacks import ModelCheckpoint
 
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        ckpt = cfg.get("ckpt_path")
+        if ckpt and ckpt not in ("last", "best", "hpc", "registry"):
+            check_checkpoint(ckpt, self.model)  # before anything is written (run folder, W&B)
         trainer = super().instantiate_trainer(**kwargs)
         for cb in trainer.callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:

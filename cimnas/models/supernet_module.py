@@ -351,9 +351,16 @@ class OFASupernetModule(L.LightningModule):
         checkpoint["cimnas_phase"] = {"entered_phase": self.entered_phase, "channels_sorted": self.channels_sorted}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        source = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        self.check_checkpoint(checkpoint, source)
+        state = checkpoint.get("cimnas_phase", {})
+        self.entered_phase = int(state.get("entered_phase", -1))
+        self.channels_sorted = bool(state.get("channels_sorted", False))
+
+    def check_checkpoint(self, checkpoint: dict[str, Any], source: Any) -> None:
+        """A checkpoint of this module with the same space and supernet options, else one line."""
         from cimnas.inputs import InputError
 
-        source = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
         saved = checkpoint.get("cimnas_supernet")
         if saved is None:
             raise InputError(f"checkpoint {source!r}: field 'cimnas_supernet' missing; not a checkpoint of "
@@ -363,9 +370,6 @@ class OFASupernetModule(L.LightningModule):
             raise InputError(f"checkpoint {source!r} holds a supernet of space {found!r} with options "
                              f"{saved.get('options')}, but this job's config builds space {self.space.name!r} with "
                              f"options {supernet_record(self.supernet)['options']}; resume with the same config")
-        state = checkpoint.get("cimnas_phase", {})
-        self.entered_phase = int(state.get("entered_phase", -1))
-        self.channels_sorted = bool(state.get("channels_sorted", False))
 
     def export_file(self) -> str:
         """Where the end-of-fit export goes: ``export_path``, else ``<run folder>/supernet.pt``."""
