@@ -108,10 +108,8 @@ class RunFolderCallback(L.Callback):
             checkpoint["cimnas_wandb_run_id"] = run_id
 
 
-def check_checkpoint(path: str, model: L.LightningModule) -> None:
-    """``--ckpt_path`` must be a readable Lightning checkpoint of this job's model: a missing,
-    empty, text or corrupt file, or one of another model / configuration (the module's
-    ``check_checkpoint(checkpoint, path)``), fails with one line naming the file."""
+def read_checkpoint_file(path: str) -> dict[str, Any]:
+    """A Lightning checkpoint file (dict with ``state_dict``), or one line naming the file."""
     import torch
 
     from cimnas.inputs import InputError, load_torch_file
@@ -126,6 +124,23 @@ def check_checkpoint(path: str, model: L.LightningModule) -> None:
         raise
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise InputError(f"ckpt_path {path!r}: not a Lightning checkpoint (field 'state_dict' missing)")
+    return checkpoint
+
+
+def _ckpt_arg(args: list[str]) -> str | None:
+    for i, a in enumerate(args):
+        if a.startswith("--ckpt_path="):
+            return a.split("=", 1)[1]
+        if a == "--ckpt_path" and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
+def check_checkpoint(path: str, model: L.LightningModule) -> None:
+    """``--ckpt_path`` must be a readable Lightning checkpoint of this job's model: a missing,
+    empty, text or corrupt file, or one of another model / configuration (the module's
+    ``check_checkpoint(checkpoint, path)``), fails with one line naming the file."""
+    checkpoint = read_checkpoint_file(path)
     hook = getattr(model, "check_checkpoint", None)
     if callable(hook):
         hook(checkpoint, path)
@@ -198,6 +213,10 @@ def train_cli(args: Any = None, run: bool = True) -> LightningCLI:
     LightningDataModule of the project (supernet, predictor, fine-tuning), selected by
     ``model.class_path`` / ``data.class_path`` in a ``--config`` YAML, with dotted overrides.
     Logs to W&B (offline by default, see :mod:`cimnas.tracking`); seed 0 unless overridden."""
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    from cimnas.inputs import one_line_errors
+
     return CimnasCLI(
         L.LightningModule,
         L.LightningDataModule,
@@ -206,6 +225,7 @@ def train_cli(args: Any = None, run: bool = True) -> LightningCLI:
         seed_everything_default=0,
         trainer_defaults={"logger": {"class_path": "cimnas.tracking.WandbLogger"}},
         save_config_callback=WandbSaveConfig,
+        parser_class=one_line_errors(LightningArgumentParser),
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"allow_abbrev": False, **{c: {"allow_abbrev": False} for c in ("fit", "validate", "test",
                                                                                           "predict")}},
@@ -217,9 +237,13 @@ def train_cli(args: Any = None, run: bool = True) -> LightningCLI:
 def main(argv: list[str] | None = None) -> int:
     """``train.py``: the training CLI with user errors (bad files, invalid values) as one line
     ``error: ...`` and exit status 2; ``--debug`` shows the traceback."""
-    from cimnas.inputs import run_user_main
+    from cimnas.inputs import check_config_files, run_user_main
 
     def _run(args: list[str]) -> int:
+        check_config_files(args)
+        ckpt = _ckpt_arg(args)
+        if ckpt and ckpt not in ("last", "best", "hpc", "registry", "null"):
+            read_checkpoint_file(ckpt)  # LightningCLI reads it while parsing
         train_cli(args)
         return 0
 

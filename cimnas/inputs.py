@@ -143,6 +143,32 @@ def check_device(device: Any, what: str = "device") -> None:
         raise InputError(f"{what}={device!r} requested but CUDA is not available on this machine; use cpu")
 
 
+def check_config_files(argv: Sequence[str]) -> None:
+    """Every ``--config FILE`` / ``--config=FILE`` of ``argv`` exists and is valid YAML (the
+    parser's own message would not name the file)."""
+    args = list(argv)
+    for i, a in enumerate(args):
+        path = a.split("=", 1)[1] if a.startswith("--config=") else (args[i + 1] if a == "--config" and i + 1 < len(args) else None)
+        if path is not None and not path.lstrip().startswith(("{", "[")):
+            read_yaml_file(path, "--config")
+
+
+def one_line_errors(base: type) -> type:
+    """A jsonargparse parser class whose usage errors are one line ``error: ...`` (exit 2)."""
+
+    class OneLineErrors(base):  # type: ignore[misc, valid-type]
+        def error(self, message: str, ex: Exception | None = None):  # noqa: D401
+            from jsonargparse._common import debug_mode_active
+
+            if not self.exit_on_error or debug_mode_active() or callable(getattr(self, "_error_handler", None)):
+                return super().error(message, ex)
+            sys.stderr.write(f"error: {' '.join(str(message).split())} (see --help)\n")
+            self.exit(2)
+
+    OneLineErrors.__name__ = OneLineErrors.__qualname__ = f"OneLine{base.__name__}"
+    return OneLineErrors
+
+
 #: Exception types that mean "the user gave something wrong", printed as one line.
 def user_error_types() -> tuple[type[BaseException], ...]:
     import yaml
@@ -182,6 +208,6 @@ def run_user_main(fn: Callable[[list[str]], Any], argv: Sequence[str] | None = N
     return result if isinstance(result, int) else 0
 
 
-__all__ = ["InputError", "shipped_artifacts_dir", "is_shipped_path", "refuse_shipped_output", "load_torch_file",
+__all__ = ["check_config_files", "one_line_errors", "InputError", "shipped_artifacts_dir", "is_shipped_path", "refuse_shipped_output", "load_torch_file",
            "require_mapping", "check_tensor", "read_yaml_file", "check_device", "user_error_types", "one_line",
            "pop_debug", "run_user_main"]

@@ -70,11 +70,20 @@ def evaluate_reference_subnets(
     return results
 
 
+def _one_line_parser() -> type:
+    from jsonargparse import ArgumentParser
+
+    from cimnas.inputs import one_line_errors
+
+    return one_line_errors(ArgumentParser)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m cimnas.models.supernet_eval``; user errors as one line (``--debug``: traceback)."""
     from cimnas.inputs import run_user_main
 
-    return run_user_main(lambda args: auto_cli(evaluate_reference_subnets, args=args, allow_abbrev=False) and 0, argv)
+    return run_user_main(lambda args: auto_cli(evaluate_reference_subnets, args=args, allow_abbrev=False,
+                                                 parser_class=_one_line_parser()) and 0, argv)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,10 @@ class OFASupernetModule(L.LightningModule):
         self.phases = phase_list
         self.space = get_space(space, **(space_overrides or {}))
         self.supernet = OFASupernet(self.space, kernel_transform, per_channel_weights, dropout)
+        if init_from:  # validate the start file now, before the job writes anything
+            from cimnas.models.supernet import check_state_dict
+
+            check_state_dict(self.supernet, load_supernet(init_from).state_dict(), f"init_from {init_from!r}")
         if channels_last:
             self.supernet.use_channels_last()
         self.metrics = torch.nn.ModuleDict({

@@ -24,7 +24,9 @@ from cimnas.search.config import SearchConfig
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
+    from cimnas.inputs import one_line_errors
+
+    parser = one_line_errors(ArgumentParser)(
         prog="search.py", description="Joint search over network x quantization x CIM hardware (CIMNAS).",
         default_env=False, allow_abbrev=False,
     )
@@ -51,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args, debug = pop_debug(argv)
     try:
+        from cimnas.inputs import check_config_files
+
+        check_config_files(args)
         config = parse_config(args)
         check_search_inputs(config)
         from cimnas.search.run import run_search

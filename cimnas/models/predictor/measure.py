@@ -270,7 +270,14 @@ def measure(
 def main(args: list[str] | None = None) -> None:
     from jsonargparse import CLI
 
-    CLI(measure, args=args, as_positional=False, allow_abbrev=False)
+    from jsonargparse import ArgumentParser
+
+    from cimnas.inputs import check_config_files, one_line_errors
+
+    import sys
+
+    check_config_files(sys.argv[1:] if args is None else args)
+    CLI(measure, args=args, as_positional=False, allow_abbrev=False, parser_class=one_line_errors(ArgumentParser))
 
 
 if __name__ == "__main__":
