@@ -108,6 +108,40 @@ class RunFolderCallback(L.Callback):
             checkpoint["cimnas_wandb_run_id"] = run_id
 
 
+class RNGStateCallback(L.Callback):
+    """Saves the global RNG states (torch CPU / CUDA, numpy, python) in every checkpoint and
+    restores them on resume, so dropout and any other draw from the global generators continue
+    as in the uninterrupted run (data order and augmentation have their own seeds:
+    :mod:`cimnas.data.splits`; subnet sampling is seeded by the global step)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+        import torch
+
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        # plain tensors and numbers only: Lightning reads checkpoints with weights_only=True
+        state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                 "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        torch.set_rng_state(state_dict["torch"])
+        name, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        random.setstate(state_dict["python"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
 def read_checkpoint_file(path: str) -> dict[str, Any]:
     """A Lightning checkpoint file (dict with ``state_dict``), or one line naming the file."""
     import torch
@@ -205,6 +239,7 @@ class CimnasCLI(LightningCLI):
                 cb.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
         trainer.callbacks.append(MetricsFileCallback())
         trainer.callbacks.append(RunFolderCallback())
+        trainer.callbacks.append(RNGStateCallback())
         return trainer
 
 
