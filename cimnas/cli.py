@@ -39,7 +39,9 @@ class WandbSaveConfig(SaveConfigCallback):
         if self.save_to_log_dir and trainer.is_global_zero:
             run_dir = trainer.default_root_dir
             os.makedirs(run_dir, exist_ok=True)
-            self.parser.save(self.config, os.path.join(run_dir, self.config_filename), skip_none=False,
+            # validate / test of a checkpoint run in its fit's folder: keep the fit's config.yaml
+            name = self.config_filename if stage == "fit" else f"config_{stage}.yaml"
+            self.parser.save(self.config, os.path.join(run_dir, name), skip_none=False,
                              overwrite=True, multifile=self.multifile)
         if trainer.is_global_zero:
             self.save_config(trainer, pl_module, stage)
