@@ -25,6 +25,15 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.fixture(autouse=True)
+def _finish_wandb():
+    """Close any W&B run a CLI job opened (a later test's wandb.init would otherwise reuse it)."""
+    yield
+    import wandb
+
+    wandb.finish()
+
+
 def artifact_hashes() -> dict[str, str]:
     return {str(p.relative_to(ARTIFACTS)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(ARTIFACTS.rglob("*")) if p.is_file()}

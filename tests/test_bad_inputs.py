@@ -25,6 +25,15 @@ for _module in {m.split(":")[0] for _, m in ENTRIES.values()}:
     importlib.import_module(_module)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(autouse=True)
+def _finish_wandb():
+    """Close any W&B run a CLI job opened (a later test's wandb.init would otherwise reuse it)."""
+    yield
+    import wandb
+
+    wandb.finish()
 NEEDS_DATA = {"measure", "value_stats"}
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 

@@ -112,10 +112,11 @@ def from_results(path: str, compat: bool) -> tuple[list[dict[str, Any]], dict[st
 
 
 def read_design_file(path: str) -> list[dict[str, Any]]:
-    """The design objects of one file; errors name the file (missing, not JSON, hardware fields
-    missing: a design's hardware must name every field, or the cost model would silently use
-    the defaults)."""
-    from cimnas.hw.params import FIELDS, OPTIONAL_YAML_FIELDS
+    """The design objects of one file; errors name the file (missing, not JSON, one of the
+    reference's nine hardware genes missing: the cost model would silently use its default;
+    the fields a search keeps fixed, absent from its ``best.json``, take the defaults of
+    :class:`~cimnas.hw.HardwareParams`)."""
+    from cimnas.hw.params import REFERENCE_GENES
     from cimnas.inputs import InputError
 
     p = Path(path)
@@ -130,9 +131,10 @@ def read_design_file(path: str) -> list[dict[str, Any]]:
         where = f"design file {path!r}" + (f" [{i}]" if isinstance(obj, list) else "")
         if not isinstance(o, dict) or not isinstance(o.get("hardware"), dict):
             raise InputError(f"{where}: field 'hardware' missing or not a mapping")
-        missing = [f for f in FIELDS if f not in o["hardware"] and f not in OPTIONAL_YAML_FIELDS]
+        missing = [f for f in REFERENCE_GENES if f not in o["hardware"]]
         if missing:
-            raise InputError(f"{where}: hardware fields {missing} missing; a design must name every hardware field")
+            raise InputError(f"{where}: hardware fields {missing} missing; a design must name the genes "
+                             f"{list(REFERENCE_GENES)}")
     return objs
 
 
