@@ -217,7 +217,11 @@ class CimnasCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         ckpt = cfg.get("ckpt_path")
-        run_dir = resolve_run_dir(cfg.trainer.get("default_root_dir"), ckpt)
+        root = cfg.trainer.get("default_root_dir")
+        if root is None:  # never Lightning's default (the working directory: ./checkpoints, ./lightning_logs)
+            model = str((cfg.get("model") or {}).get("class_path", "job")).rsplit(".", 1)[-1]
+            root = f"runs/{model}/{RUN_STAMP}"
+        run_dir = resolve_run_dir(root, ckpt)
         cfg.trainer.default_root_dir = run_dir
         logger = cfg.trainer.get("logger")
         run_id = _stored_wandb_id(run_dir) if ckpt else None
