@@ -3,7 +3,7 @@
 
 import sys
 
-from cimnas.search.cli import main
+from cimnas.search.cli import exit_now, main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -2,18 +2,21 @@
 
     python benchmarks/bench_search.py [--device cpu|cuda] [--popsize 150] [--generations 100]
         [--predictor cimnas/artifacts/fmnist/predictor.pt] [--value-stats cimnas/artifacts/fmnist/value_stats.pt]
-        [--eval-batch 100000]
+        [--eval-batch 100000] [--skip-search] [--repeats 3]
 
 Prints (one line each): the end-to-end wall time of ``python search.py`` equivalent in-process
 (target <= 60 s on a laptop CPU; imports excluded and reported separately), the GA's evaluations/s,
-and the raw batched evaluation throughput (decode + predictor + cost model + objective) at a large
-batch. When the shipped predictor is missing, a random-init predictor of the same shape is used
+and the whole batched search evaluation (``DesignEvaluator``: decode + predictor + lowering + cost
+model + objective) at a large batch, eager and with the fused cost kernel (``hw_compile``),
+interleaved in the same run (target >= 5e4 designs/s at B = 1e5), with the time of its parts
+(predictor, cost model). ``--skip-search`` measures only the batched evaluation. When the shipped predictor is missing, a random-init predictor of the same shape is used
 and the line says so (timing only; the numbers do not depend on the weights).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -43,6 +46,8 @@ def main() -> None:
     ap.add_argument("--value-stats", default=DEFAULT_VALUE_STATS)
     ap.add_argument("--eval-batch", type=int, default=100_000)
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (search.py's default: 1)")
+    ap.add_argument("--skip-search", action="store_true", help="only the batched evaluation")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of the batched evaluation (min is printed)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,30 +73,67 @@ def main() -> None:
         output=OutputConfig(dir=str(Path(tmp.name) / "out"), progress=False, plots=True),
         wandb=WandbConfig(mode="disabled"),
     )
-    start = time.perf_counter()
-    summary = run_search(config)
-    wall = time.perf_counter() - start
-    n = summary["n_evaluations"]
     print(f"device {args.device}, threads {torch.get_num_threads()}{note}")
     print(f"imports (torch, evotorch+ray, cimnas): {IMPORT_S:.1f} s")
-    print(f"search {args.popsize}x{args.generations} end-to-end (setup, GA, outputs, plots): {wall:.2f} s "
-          f"[target <= 60 s]; GA only {summary['wall_s']:.2f} s")
-    print(f"GA evaluations: {n} -> {n / summary['wall_s']:.0f} evaluations/s (incl. selection, variation, logging)")
+    if not args.skip_search:
+        start = time.perf_counter()
+        summary = run_search(config)
+        wall = time.perf_counter() - start
+        n = summary["n_evaluations"]
+        print(f"search {args.popsize}x{args.generations} end-to-end (setup, GA, outputs, plots): {wall:.2f} s "
+              f"[target <= 60 s]; GA only {summary['wall_s']:.2f} s")
+        print(f"GA evaluations: {n} -> {n / summary['wall_s']:.0f} evaluations/s (incl. selection, variation, logging)")
 
-    # raw batched evaluation throughput
+    # whole batched search evaluation (decode + predictor + lowering + cost + objective)
+    from cimnas.search.lowering import evaluate_arch
+
     setup = build_setup(config)
-    problem = JointProblem(setup.evaluator, config.objective, device=args.device)
+    evaluator = setup.evaluator
+    problem = JointProblem(evaluator, config.objective, device=args.device)
     gen = torch.Generator(device=args.device).manual_seed(0)
     values = setup.genome.random(args.eval_batch, gen, device=args.device)
-    problem.evaluate(make_batch(problem, values[:1000]))  # warm-up
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    problem.evaluate(make_batch(problem, values))
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t
-    print(f"batched evaluation, B={args.eval_batch}: {dt:.2f} s -> {args.eval_batch / dt:.0f} designs/s")
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+
+    def timed(fn) -> float:
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - t
+
+    problem.evaluate(make_batch(problem, values[:1000]))  # warm-up (eager)
+    evaluator.hw_compile = True
+    compile_s = timed(lambda: problem.evaluate(make_batch(problem, values[:4096])))  # compile + warm-up
+    arch, hardware = setup.genome.decode(values)
+    mlp = getattr(evaluator.accuracy, "mlp", None)  # the trained predictor: bf16 hidden layers opt-in
+    modes = ["eager", "fused"] + (["fused + bf16 predictor"] if mlp is not None else [])
+    best = {m: math.inf for m in modes + ["predictor", "predictor bf16", "cost eager", "cost fused"]}
+    for _ in range(args.repeats):
+        for mode in modes:
+            evaluator.hw_compile = mode != "eager"
+            if mlp is not None:
+                mlp.hidden_dtype = torch.bfloat16 if "bf16" in mode else None
+            best[mode] = min(best[mode], timed(lambda: problem.evaluate(make_batch(problem, values))))
+            if "bf16" not in mode:
+                best[f"cost {mode}"] = min(best[f"cost {mode}"], timed(lambda: evaluate_arch(
+                    setup.genome.space, arch, hardware, value_stats=evaluator.value_stats,
+                    reference_compat=evaluator.reference_compat, compile=evaluator.hw_compile)))
+        for name, dtype in (("predictor", None), ("predictor bf16", torch.bfloat16)):
+            if mlp is not None:
+                mlp.hidden_dtype = dtype
+            elif dtype is not None:
+                continue
+            best[name] = min(best[name], timed(lambda: evaluator.accuracy.predict(arch)))
+        if mlp is not None:
+            mlp.hidden_dtype = None
+    B = args.eval_batch
+    for mode in modes:
+        print(f"whole search evaluation (DesignEvaluator via JointProblem), B={B}, {mode}: "
+              f"{best[mode]:.2f} s -> {B / best[mode]:,.0f} designs/s [target >= 50,000]")
+    bf16 = f" (bf16 hidden layers {B / best['predictor bf16']:,.0f})" if mlp is not None else ""
+    print(f"  parts at B={B}: predictor {B / best['predictor']:,.0f} designs/s{bf16}, cost model (evaluate_arch) "
+          f"eager {B / best['cost eager']:,.0f} / fused {B / best['cost fused']:,.0f} designs/s; "
+          f"fused compile + first call {compile_s:.1f} s")
     tmp.cleanup()
 
 

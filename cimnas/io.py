@@ -57,16 +57,32 @@ def atomic_torch_save(path: "str | os.PathLike[str]", obj: Any) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def atomic_savefig(path: "str | os.PathLike[str]", fig: Any, **kwargs: Any) -> Path:
-    """``fig.savefig(path)`` atomically (the format follows ``path``'s suffix)."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on the non-interactive Agg backend (every job's figures)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def atomic_savefig(path: "str | os.PathLike[str]", fig: Any, *, close: bool = True, **kwargs: Any) -> Path:
+    """``fig.savefig(path)`` atomically (the format follows ``path``'s suffix), then close the
+    figure (``close=False`` keeps it)."""
     fmt = Path(path).suffix.lstrip(".") or None
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
+    finally:
+        if close:
+            pyplot().close(fig)
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured markdown table (cells rendered with ``str``), ending with a newline."""
-    lines = ["| " + " | ".join(str(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: Sequence[str] | None = None) -> str:
+    """A GitHub-flavoured markdown table (cells rendered with ``str``), ending with a newline;
+    ``align``: per column ``"left"`` (default) or ``"right"``."""
+    marks = ["---:" if a == "right" else "---" for a in (align or ["left"] * len(header))]
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join(marks) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -83,4 +99,4 @@ def write_metrics_file(metrics: dict[str, Any], path: "str | os.PathLike[str] | 
 
 
 __all__ = ["METRICS_FILE_ENV", "atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
-           "atomic_savefig", "markdown_table", "write_metrics_file"]
+           "atomic_savefig", "markdown_table", "pyplot", "write_metrics_file"]

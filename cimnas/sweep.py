@@ -224,6 +224,7 @@ def run_sweep(
         env["WANDB_RUN_GROUP"] = name
         env["WANDB_TAGS"] = f"sweep,{name}"
         env[METRICS_FILE_ENV] = str(metrics_path.resolve())
+        env["CIMNAS_TRIAL_NAME"] = trial_dir.name  # the search writes into <output.dir>/<trial>
         trial.set_user_attr("command", shlex.join(cmd))
         start = time.time()
         proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -277,8 +278,8 @@ def _write_reports(study: Any, study_dir: Path, metric: str) -> None:
     except ValueError:
         return
     atomic_write_text(study_dir / "best.json", json.dumps(
-        {"number": best.number, "value": best.value, "params": best.params,
-         "command": best.user_attrs.get("command")}, indent=2))
+        {"number": best.number, "trial": f"trial_{best.number:04d}", "trial_dir": str(study_dir / f"trial_{best.number:04d}"),
+         "value": best.value, "params": best.params, "command": best.user_attrs.get("command")}, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -234,3 +234,21 @@ def test_noise_aware_accuracy_source_uses_the_hardware():
     a_sram = DesignEvaluator(sram, source, ConstraintConfig()).evaluate(sram.random(8, torch.Generator().manual_seed(1)))
     assert torch.allclose(a_sram.metrics["accuracy"], torch.full((8,), 0.8, dtype=torch.float64))
     assert math.isclose(model.chance, 0.1)
+
+
+def test_variation_measure_and_fit_jobs_run_end_to_end(tmp_path):
+    """The measurement job (one design, two cell types, 100 images) writes a resumable record
+    whose noisy accuracy never beats the clean one by more than noise, and the fit job turns the
+    records into a retention model that a search can load."""
+    from cimnas.experiments.variation import fit, measure
+
+    out = tmp_path / "records.jsonl"
+    recs = measure(str(SUPERNET), str(out), num_designs=1, bits_per_cell=(1, 8), samples=1, eval_images=100,
+                   calibration_images=100)
+    assert len(recs) == 1 and out.is_file()
+    rec = recs[0]
+    assert 0.0 < rec["clean"] <= 1.0 and {n["bits_per_cell"] for n in rec["noisy"]} == {1, 8}
+    assert measure(str(SUPERNET), str(out), num_designs=1, bits_per_cell=(1, 8), samples=1, eval_images=100,
+                   calibration_images=100) == []  # resumed: nothing left to measure
+    model = fit(str(out), str(tmp_path / "model.json"))
+    assert RetentionModel.load(tmp_path / "model.json").scale == pytest.approx(model.scale)

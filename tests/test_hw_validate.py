@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-# A copy of shared/reference/cimloop-layer-runs.json (24 native CiMLoop runs), shipped with the
+# A copy of tests/data/cimloop-layer-runs.json (24 native CiMLoop runs), shipped with the
 # tests so the calibration targets are checked on every checkout.
 RUNS = Path(__file__).resolve().parent / "data" / "cimloop-layer-runs.json"
 

@@ -332,3 +332,15 @@ def test_cuda_evaluation_matches_cpu(genome, predictor_path, tmp_path):
         assert torch.equal(finite, torch.isfinite(b)) and torch.allclose(a[finite], b[finite], rtol=1e-4)
     result = run_ga(setups["cuda"], "joint", tmp_path / "cuda")
     assert result.values.device.type == "cuda" and bool(result.evals[0, result.problem.cv_column] <= 0)
+
+
+def test_wandb_summary_gets_readable_units_for_tiny_metrics():
+    """Energies and latencies far below 1 (W&B's summary table shows them as 0.0) are also logged
+    in µJ / µs, and EDAP as its log10."""
+    from cimnas.search.wandb_glue import readable_units
+
+    out = readable_units({"energy_j": 1.4e-6, "latency_s": 1.55e-7, "edap_j_s_mm2": 1.27e-11, "accuracy": 0.84},
+                         prefix="best/")
+    assert out == pytest.approx({"best/energy_uj": 1.4, "best/latency_us": 0.155,
+                                 "best/log10_edap_j_s_mm2": math.log10(1.27e-11)})
+    assert readable_units({"accuracy": 0.9}) == {}

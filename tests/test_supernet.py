@@ -407,3 +407,25 @@ def test_channels_last_matches_default_layout_and_round_trips(tmp_path, quantize
     saved = nhwc.state_dict()
     assert all(torch.equal(v, saved[k]) for k, v in back.state_dict().items())
     assert not back.channels_last and back.blocks[0].dw.weight.is_contiguous()
+
+
+@pytest.mark.parametrize("name", ["apq_mbv2_tiny", "ofa_mbv3", "ofa_resnet50_tiny"])
+def test_supernet_blocks_are_built_from_the_layer_plan(name):
+    """One architecture description: the supernet's elastic blocks and the cost model's layer
+    slots both come from cimnas.space.layers (same channels, strides, SE, widths)."""
+    from cimnas.models.supernet import OFASupernet
+    from cimnas.space import get_space
+    from cimnas.space.layers import layer_plan
+
+    space = get_space(name)
+    plan = layer_plan(space)
+    net = OFASupernet(space)
+    assert len(net.blocks) == len(plan.blocks) == space.num_blocks
+    for blk in plan.blocks:
+        slots = [s for s, b in zip(plan.names, plan.block.tolist()) if b == blk.index]
+        assert slots and all(s.startswith(f"blocks.{blk.index}.") for s in slots)
+        weights = [p for n, p in net.blocks[blk.index].named_parameters() if p.dim() == 4]
+        outs = [w.shape[0] for w in weights]
+        ins = [w.shape[1] for w in weights]
+        assert max(outs) == blk.max_hidden or blk.max_hidden in outs
+        assert blk.in_channels in ins and blk.out_channels in outs

@@ -131,3 +131,40 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert all(r["world"] == 2 and r["step"] == 4 for r in ranks)
     # same subnets on both ranks + all-reduced gradients => identical weights
     assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-6)
+
+
+def test_random_sampler_trains_interior_subnets_not_the_sandwich():
+    """``sampler='random'`` (OFA's dynamic batch): every subnet of a step is random, none is the
+    phase's largest or smallest; ``sandwich`` keeps both extremes first. Bad names are refused."""
+    module = OFASupernetModule(space="apq_mbv2_tiny", calib_images=32)
+    net = module.supernet
+    for sampler in ("sandwich", "random"):
+        phase = PhaseSpec("kernel", depths=[4], hidden="max", subnets_per_step=4, sampler=sampler)
+        largest = net.phase_extreme(phase, largest=True)[0]
+        smallest = net.phase_extreme(phase, largest=False)[0]
+        seen = []
+        for step in range(5):
+            subnets = module.step_subnets(phase, torch.Generator().manual_seed(step))
+            assert len(subnets) == 4
+            seen += [a for a, _, _ in subnets]
+            if sampler == "sandwich":
+                assert subnets[0][0] == largest and subnets[0][2] and subnets[1][0] == smallest
+            else:
+                assert not any(is_largest for _, _, is_largest in subnets)
+        interior = [a for a in seen if a not in (largest, smallest)]
+        assert len(interior) == (20 if sampler == "random" else 10)
+        assert len({tuple(a.kernels) for a in interior}) > 1  # the 5x5 kernels get trained too
+    with pytest.raises(ValueError, match="sampler"):
+        PhaseSpec("kernel", sampler="ofa")
+
+
+def test_ofa_recipe_config_parses_to_random_sampling():
+    """configs/supernet/fmnist_ofa.yaml: random subnets in every elastic phase, with distillation."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs/supernet/fmnist_ofa.yaml").read_text())
+    phases = [PhaseSpec(**p) for p in config["model"]["init_args"]["phases"]]
+    elastic = [p for p in phases if p.name != "full"]
+    assert elastic and all(p.sampler == "random" and p.kd for p in elastic)
+    assert [p.subnets_per_step for p in elastic][:3] == [1, 2, 4]
+    assert config["trainer"]["max_epochs"] == sum(p.epochs for p in phases)

@@ -109,4 +109,8 @@ def test_local_sweep_runs_two_trials_of_a_tiny_search(tmp_path):
     for trial in ("trial_0000", "trial_0001"):
         metrics = json.loads((tmp_path / "study" / trial / "metrics.json").read_text())
         assert metrics["best_objective"] > 0 and 0 < metrics["best_accuracy"] <= 1
-    assert list((tmp_path / "results" / "wandb").glob("offline-run-*"))
+        # every trial has its own results folder (issue 16: a sweep never overwrites one folder)
+        assert (tmp_path / "results" / trial / "best.json").is_file()
+        assert list((tmp_path / "results" / trial / "wandb").glob("offline-run-*"))
+    best = json.loads((tmp_path / "study" / "best.json").read_text())
+    assert best["trial"] in ("trial_0000", "trial_0001") and best["trial_dir"].endswith(best["trial"])

@@ -37,13 +37,46 @@ SUMMARY_KEYS = ("energy_j", "latency_s", "area_mm2", "edap", "edap_j_s_cm2", "fe
                 "utilization", "cycles")
 
 
-def _score_arch(space, archs, policies, hws, compat) -> list[dict[str, Any]]:
+def _score_arch(space, archs, policies, hws, compat, value_stats: Any = "typical") -> list[dict[str, Any]]:
     ab = ArchBatch.from_designs(space, archs, policies)
-    result = evaluate(workload_from_arch(space, ab), HardwareBatch.from_params(hws), reference_compat=compat)
+    result = evaluate(workload_from_arch(space, ab, value_stats=value_stats), HardwareBatch.from_params(hws),
+                      reference_compat=compat)
     return result.to_records()
 
 
-def score_design_objects(objs: list[dict[str, Any]], compat: bool) -> list[dict[str, Any]]:
+#: ``--value-stats recorded``: what the design file's ``source`` says priced it.
+RECORDED = "recorded"
+
+
+def design_value_stats(obj: dict[str, Any], space: Any, choice: str = RECORDED) -> tuple[Any, str]:
+    """Value statistics to price a design file's network with, and a label saying which.
+
+    ``choice``: ``recorded`` (the file's ``source.value_stats``: a path, or null = the typical
+    per-role histograms; a file without a record — written before designs carried one — gets
+    the statistics the search uses by default for its space), ``typical``, or a path."""
+    from cimnas.search.config import DEFAULT_VALUE_STATS, SearchConfig
+    from cimnas.search.value_stats import load_value_stats
+
+    if choice == "typical":
+        return "typical", "typical"
+    if choice != RECORDED:
+        return load_value_stats(choice, space), choice
+    source = obj.get("source") or {}
+    if "value_stats" in source:
+        path = source["value_stats"]
+    else:
+        path = DEFAULT_VALUE_STATS if space.name == SearchConfig.space else None
+    if path is None:
+        return "typical", "typical"
+    if not Path(path).is_file():
+        raise ValueError(f"design's value statistics {path!r} (source.value_stats) not found; pass "
+                         "--value-stats PATH or --value-stats typical")
+    return load_value_stats(path, space), str(path)
+
+
+def score_design_objects(objs: list[dict[str, Any]], compat: bool, value_stats: str = RECORDED) -> list[dict[str, Any]]:
+    """Score design objects; a design file's own ``source.reference_compat`` is used unless
+    ``compat`` forces the reference quirks on."""
     out = []
     for i, obj in enumerate(objs):
         if not isinstance(obj, dict) or "hardware" not in obj:
@@ -60,7 +93,10 @@ def score_design_objects(objs: list[dict[str, Any]], compat: bool) -> list[dict[
             space = get_space(obj.get("space", "apq_mbv2"))
             arch = Architecture.from_dict(obj["architecture"])
             pol = QuantPolicy.from_dict(obj["quantization"])
-            rec = _score_arch(space, [arch], [pol], [hw], compat)[0]
+            stats, label = design_value_stats(obj, space, value_stats)
+            design_compat = compat or bool((obj.get("source") or {}).get("reference_compat", False))
+            rec = _score_arch(space, [arch], [pol], [hw], design_compat, stats)[0]
+            rec["value_stats"] = label
         out.append(rec)
     return out
 
@@ -150,13 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-compat", action="store_true",
                    help="reproduce the reference code's quirks (bit swap, depthwise capacity, strides)")
     p.add_argument("--full", action="store_true", help="print every field, not only the summary ones")
+    p.add_argument("--value-stats", default=RECORDED, metavar="recorded|typical|PATH",
+                   help="layer value statistics for design files: recorded (default: the ones the search used, "
+                        "from the file's source), typical (per-role histograms) or a value_stats.pt path")
     args = p.parse_args(argv)
     if not (args.designs or args.key or args.from_results):
         p.error("give design JSON files, --key A_... or --from-results FILE")
     try:
         records: list[dict[str, Any]] = []
         for path in args.designs:
-            records += score_design_objects(read_design_file(path), args.reference_compat)
+            records += score_design_objects(read_design_file(path), args.reference_compat, args.value_stats)
         if args.key:
             records += score_keys(args.key, args.reference_compat)
         summary = None
@@ -171,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     for r in records:
-        out = r if args.full else {k: r[k] for k in ("key", *SUMMARY_KEYS, "reference") if k in r}
+        out = r if args.full else {k: r[k] for k in ("key", *SUMMARY_KEYS, "value_stats", "reference") if k in r}
         print(json.dumps(out))
     if summary is not None:
         print(json.dumps(summary))

@@ -13,14 +13,14 @@ import argparse
 import json
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
 
-from cimnas.io import atomic_write_json
-from cimnas.models.variation import RetentionModel, VariationConfig, fit_retention, noisy_accuracy
+from cimnas.models.variation import RetentionModel, VariationConfig, accuracy, fit_retention, noisy_accuracy
 from cimnas.search.accuracy import network_noise_feature
 
 
@@ -123,8 +123,6 @@ def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str | N
     scored with and without variation. Accuracy: the run's own recorded accuracy (noise-free for
     ordinary runs; under variation for the runs listed in ``aware``, whose clean value is
     recovered by dividing by the retention), or a ``predictor`` re-scoring every design."""
-    import csv
-
     from cimnas.space import ArchBatch, Architecture, QuantPolicy, get_space
     from cimnas.search.evaluator import load_predictor
 
@@ -146,15 +144,11 @@ def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str | N
         pw, dw = _active_weight_bits(space, arch, pol)
         m = best["metrics"]
         pop_bpc, pop_pw, pop_dw = [], [], []
-        with (Path(d) / "population.csv").open() as fh:
-            for r in csv.DictReader(fh):
-                if r["feasible"] != "True":
-                    continue
-                a, q = _row_design(r)
-                x, y = _active_weight_bits(space, a, q)
-                pop_pw.append(x)
-                pop_dw.append(y)
-                pop_bpc.append(float(r.get("hw_bits_per_cell", 1)))
+        for a, q, cell_bits, _, _ in _read_designs(Path(d) / "population.csv", space):
+            x, y = _active_weight_bits(space, a, q)
+            pop_pw.append(x)
+            pop_dw.append(y)
+            pop_bpc.append(float(cell_bits))
         mean = lambda v: sum(v) / len(v) if v else math.nan  # noqa: E731
         edap = m["energy_j"] * m["latency_s"] * m["area_mm2"]
         rows.append({
@@ -167,29 +161,14 @@ def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str | N
     return rows
 
 
-def _row_design(row: dict[str, str]) -> tuple[Any, Any]:
-    """(Architecture, QuantPolicy) of one row of a search's ``population.csv`` / ``pareto.csv``."""
-    from cimnas.space import BIT_FIELDS, Architecture, QuantPolicy
-
-    ints = lambda key: [int(v) for v in row[key].split()]  # noqa: E731
-    arch = Architecture(depths=ints("depths"), kernels=ints("kernels"), hidden=ints("hidden"),
-                        resolution=int(row["resolution"]))
-    return arch, QuantPolicy.from_dict({k: ints(k) for k in BIT_FIELDS})
-
-
 def _read_designs(path: Path, space: Any) -> list[tuple[Any, Any, int, float, float]]:
     """(Architecture, QuantPolicy, bits per cell, EDAP, recorded accuracy) of the feasible rows of a
-    results CSV."""
-    import csv
+    results CSV (read by :func:`cimnas.models.design.load_designs`, the one reader of that file)."""
+    from cimnas.models.design import load_designs
 
-    out = []
-    with path.open() as fh:
-        for r in csv.DictReader(fh):
-            if r["feasible"] != "True":
-                continue
-            a, q = _row_design(r)
-            out.append((a, q, int(float(r.get("hw_bits_per_cell", 1))), float(r["edap_j_s_mm2"]), float(r["accuracy"])))
-    return out
+    return [(d.architecture, d.quantization, int(float(d.hardware.get("bits_per_cell", 1))),
+             float(d.metrics["edap_j_s_mm2"]), float(d.metrics["accuracy"]))
+            for d in load_designs(path, space) if d.metrics.get("feasible") is True]
 
 
 def compare_fronts(result_dirs: Sequence[str], model_path: str, predictor: str | None = None,

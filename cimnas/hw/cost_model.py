@@ -96,6 +96,7 @@ class CostResult:
     utilization: torch.Tensor  # max over layers (CIMNAS "u"), fraction
     utilization_layer_mean: torch.Tensor
     cycles: torch.Tensor
+    weight_bits: torch.Tensor  # stored weight bits of the network: sum of C*M*R*S*G*w_bits over active layers
     layers: dict[str, torch.Tensor] = field(default_factory=dict)  # per-layer [B, L] (optional)
 
     @property
@@ -131,33 +132,6 @@ class CostResult:
 
 
 # ---------------------------------------------------------------------- hardware constants
-
-
-class _Grouped:
-    """Evaluate per-design constants once per distinct combination of the fields they depend on
-    (hardware genes are categorical, so a population has few distinct combinations per group)."""
-
-    def __init__(self, hw: HardwareBatch):
-        self.hw = hw
-        self.codes: dict[str, tuple[torch.Tensor, int]] = {}
-
-    def code(self, name: str) -> tuple[torch.Tensor, int]:
-        if name not in self.codes:
-            values, inverse = torch.unique(getattr(self.hw, name), return_inverse=True)
-            self.codes[name] = (inverse, len(values))
-        return self.codes[name]
-
-    def __call__(self, fields: tuple[str, ...], fn) -> dict[str, torch.Tensor]:
-        B = self.hw.batch_size
-        key = torch.zeros(B, dtype=torch.long, device=self.hw.device)
-        for f in fields:
-            inv, n = self.code(f)
-            key = key * n + inv
-        uniq, inverse = torch.unique(key, return_inverse=True)
-        rep = torch.zeros(len(uniq), dtype=torch.long, device=key.device).scatter_(
-            0, inverse, torch.arange(B, device=key.device))
-        sub = HardwareBatch(**{f: getattr(self.hw, f)[rep] for f in self.hw.__dataclass_fields__})
-        return {k: v[inverse] for k, v in fn(sub).items()}
 
 
 def _cell_terms(hw: HardwareBatch) -> dict[str, torch.Tensor]:
@@ -208,18 +182,105 @@ def _router_terms(hw: HardwareBatch) -> dict[str, torch.Tensor]:
     return {"router_bit": router.transfer_energy_pj(node) / router.WIDTH_BITS, "a_router": router.area_um2(node)}
 
 
-def _hardware_constants(hw: HardwareBatch) -> dict[str, torch.Tensor]:
-    """Per-design energies per action (pJ) and areas (mm²), ``[B]`` float64."""
-    grouped = _Grouped(hw)
+#: Per-design constants by group: (the hardware fields a group depends on, its term function).
+_GROUPS: tuple[tuple[tuple[str, ...], Callable[[HardwareBatch], dict[str, torch.Tensor]]], ...] = (
+    (("cell", "rows", "cols"), _cell_terms),
+    (("voltage", "cols", "technology_nm", "cell"), _row_terms),
+    (("adc_model", "adc_bits", "voltage", "technology_nm", "cell", "cols", "cycle_s"), _adc_terms),
+    (("macros_per_tile", "rows", "technology_nm"), _tile_terms("rows", "ib")),
+    (("macros_per_tile", "cols", "technology_nm"), _tile_terms("cols", "ob")),
+    (("glb_depth_words", "glb_width_bits", "technology_nm"), _glb_terms),
+    (("technology_nm", "cell", "rows", "cols"), _macro_terms),
+    (("technology_nm",), _router_terms),
+)
+
+#: Memo of the groups' constants: (group, device) -> {field values: constants}, and the
+#: constants' names per group. Bounded: a group's memo is emptied when it reaches _MEMO_LIMIT.
+_MEMO: dict[tuple[int, torch.device], dict[tuple[float, ...], tuple[float, ...]]] = {}
+_MEMO_NAMES: dict[int, tuple[str, ...]] = {}
+_MEMO_LIMIT = 1 << 18
+#: Copies of each new combination evaluated together, so that every element goes through the
+#: same (vectorised) code path of torch's CPU kernels: a memo entry then does not depend on
+#: which batch first asked for it (pow / exp2 differ by an ulp between the vector body and the
+#: scalar tail of a CPU kernel), and results do not depend on what was evaluated before.
+_CANONICAL_COPIES = 16
+
+
+def _constants_per_row(hw: HardwareBatch) -> dict[str, torch.Tensor]:
+    """Energies per action and areas of each row of ``hw``, computed row by row (no sharing,
+    no memo): the plain computation the memoised one reproduces."""
     c: dict[str, torch.Tensor] = {}
-    c.update(grouped(("cell", "rows", "cols"), _cell_terms))
-    c.update(grouped(("voltage", "cols", "technology_nm", "cell"), _row_terms))
-    c.update(grouped(("adc_model", "adc_bits", "voltage", "technology_nm", "cell", "cols", "cycle_s"), _adc_terms))
-    c.update(grouped(("macros_per_tile", "rows", "technology_nm"), _tile_terms("rows", "ib")))
-    c.update(grouped(("macros_per_tile", "cols", "technology_nm"), _tile_terms("cols", "ob")))
-    c.update(grouped(("glb_depth_words", "glb_width_bits", "technology_nm"), _glb_terms))
-    c.update(grouped(("technology_nm", "cell", "rows", "cols"), _macro_terms))
-    c.update(grouped(("technology_nm",), _router_terms))
+    for _, fn in _GROUPS:
+        c.update(fn(hw))
+    return c
+
+
+def _compact(key: torch.Tensor, span: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(key, return_inverse=True)`` for keys in ``[0, span)``; by counting when
+    the span is small (no sort), same result."""
+    if span <= 4 * key.numel() + 4096:
+        present = torch.zeros(span, dtype=torch.bool, device=key.device).scatter_(0, key, True)
+        rank = present.cumsum(0) - 1
+        return present.nonzero().squeeze(1), rank.index_select(0, key)
+    return torch.unique(key, return_inverse=True)
+
+
+def _field_code(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Exact small-integer code of a hardware field ``[B]`` and its number of values."""
+    lo, hi = torch.aminmax(x)
+    if bool(lo == hi):
+        return torch.zeros_like(x, dtype=torch.long), 1
+    if x.dtype.is_floating_point:
+        values, code = torch.unique(x, return_inverse=True)
+        return code, len(values)
+    lo_i, hi_i = int(lo), int(hi)
+    return x - lo_i, hi_i - lo_i + 1
+
+
+def _memoised_constants(hw: HardwareBatch) -> dict[str, torch.Tensor]:
+    """:func:`_constants_per_row` through the memo: each group's constants are looked up by the
+    values of the fields it depends on (hardware genes are categorical, so a population has
+    few distinct combinations per group and a search meets the same ones again and again);
+    combinations not seen before are computed (``_CANONICAL_COPIES`` copies each) and stored."""
+    B, dev = hw.batch_size, hw.device
+    codes: dict[str, tuple[torch.Tensor, int]] = {}
+    c: dict[str, torch.Tensor] = {}
+    for gi, (fields, fn) in enumerate(_GROUPS):
+        key = torch.zeros(B, dtype=torch.long, device=dev)
+        span = 1
+        for f in fields:
+            if f not in codes:
+                codes[f] = _field_code(getattr(hw, f))
+            code, n = codes[f]
+            if span * n >= 1 << 62:
+                uniq, key = torch.unique(key, return_inverse=True)
+                span = len(uniq)
+            key, span = key * n + code, span * n
+        uniq, inverse = _compact(key, span)
+        rep = torch.zeros(len(uniq), dtype=torch.long, device=dev).scatter_(0, inverse, torch.arange(B, device=dev))
+        combos = [tuple(r) for r in torch.stack([getattr(hw, f)[rep].double() for f in fields], 1).tolist()]
+        memo = _MEMO.setdefault((gi, dev), {})
+        rows = [memo.get(k) for k in combos]
+        missing = [i for i, r in enumerate(rows) if r is None]
+        if missing:
+            which = rep[torch.tensor(missing, device=dev)].repeat_interleave(_CANONICAL_COPIES)
+            new = fn(hw[which])
+            _MEMO_NAMES[gi] = tuple(new)
+            values = torch.stack([new[k] for k in _MEMO_NAMES[gi]], 1)[::_CANONICAL_COPIES].tolist()
+            if len(memo) + len(missing) > _MEMO_LIMIT:
+                memo.clear()
+            for i, v in zip(missing, values):
+                rows[i] = memo[combos[i]] = tuple(v)
+        table = torch.tensor(rows, dtype=torch.float64, device=dev).index_select(0, inverse)  # [B, constants]
+        c.update(zip(_MEMO_NAMES[gi], table.unbind(1)))
+    return c
+
+
+def _hardware_constants(hw: HardwareBatch, *, memo: bool = True) -> dict[str, torch.Tensor]:
+    """Per-design energies per action (pJ) and areas (mm²), ``[B]`` float64; ``memo``: through
+    :func:`_memoised_constants` (the interpolation tables themselves are built once per device,
+    :func:`cimnas.hw.components.technology.cached_table`)."""
+    c = _memoised_constants(hw) if memo else _constants_per_row(hw)
     n_macro = (hw.router_groups * hw.tiles_per_group * hw.macros_per_tile).double()
     n_tile = (hw.router_groups * hw.tiles_per_group).double()
     c["area"] = {
@@ -304,7 +365,8 @@ def _workload_terms(workload: Workload, reference_compat: bool,
         ops_l=2.0 * macs0,
         sum_in_bits=in_bits.sum(1), sum_out_bits=out_bits.sum(1), sum_ibr=ibr.sum(1), sum_ops=2.0 * macs0.sum(1),
         # stored weight bits of the network (what a DRAM weight fetch moves), true bit widths
-        sum_weight_bits=(g["G"] * K * g["M"] * workload.weight_bits.to(f32) * mask).double().sum(1),
+        sum_weight_bits=((workload.C * workload.M * workload.R * workload.S * workload.G).double()
+                         * workload.weight_bits.double() * workload.mask.double()).sum(1),
         depthwise=depthwise,
     )
     # capacity: cells of every weight (G counted, except in the reference's depthwise quirk)
@@ -391,44 +453,131 @@ def _evaluate_chunk(t: dict[str, Any], h: dict[str, torch.Tensor], per_layer: bo
     return out
 
 
+def _chunk_from_rows(lower: Callable[[Any], Workload] | None, rows: Any, h: dict[str, torch.Tensor],
+                     tables: tuple[torch.Tensor, torch.Tensor], per_layer: bool, compat: bool,
+                     square: bool) -> dict[str, Any]:
+    """One chunk of a per-row workload (``rows``, or ``lower(rows)``): its terms, then the chunk
+    (and its row sums). Compiled, ``lower`` is fused into the same graph."""
+    workload = rows if lower is None else lower(rows)
+    ts = _workload_terms(workload, compat, tables)
+    out = _evaluate_chunk(ts, h, per_layer, compat, square)
+    out.update({k: ts[k] for k in _ROW_TERMS})
+    return out
+
+
+#: ``torch.compile`` versions of the per-chunk math, made on first use (one per function; the
+#: compiled graphs are cached by torch per shape class, device and static arguments).
+_COMPILED: dict[str, Callable] = {}
+
+
+#: When the fused kernel repays its compile (measured on the loaded 2-core machine, apq_mbv2,
+#: one thread): the cold compile takes ~30 s (27-46 s; ~8 s from the inductor cache) and saves
+#: 7.5 us per design at B = 150, 18 at 1,000 and 9.6 at 20,000, so it pays from ~3e6 designs.
+COMPILE_BREAK_EVEN_DESIGNS = 3_000_000
+
+
+def compile_pays_off(num_designs: int) -> bool:
+    """Whether scoring ``num_designs`` designs (e.g. popsize x generations) with the fused kernel
+    is expected to repay its compile (:data:`COMPILE_BREAK_EVEN_DESIGNS`)."""
+    return num_designs >= COMPILE_BREAK_EVEN_DESIGNS
+
+
+def resolve_compile(setting: bool | str | None, num_designs: int) -> bool:
+    """``True`` / ``False`` as given, ``None`` = off, ``"auto"`` = :func:`compile_pays_off`."""
+    if setting is None or isinstance(setting, bool):
+        return bool(setting)
+    if setting == "auto":
+        return compile_pays_off(num_designs)
+    raise ValueError(f"compile={setting!r} is not allowed; allowed values: true, false, 'auto'")
+
+
+def _kernels(compile: bool) -> tuple[Callable, Callable]:
+    """(chunk of a shared workload, chunk of a per-row workload), eager or fused."""
+    if not compile:
+        return _evaluate_chunk, _chunk_from_rows
+    if not _COMPILED:
+        # dynamic: one graph for every chunk size (the last chunk is shorter) and layer count
+        _COMPILED["shared"] = _without_recompiles(torch.compile(_evaluate_chunk, dynamic=True))
+        _COMPILED["rows"] = _without_recompiles(torch.compile(_chunk_from_rows, dynamic=True))
+    return _COMPILED["shared"], _COMPILED["rows"]
+
+
+def _without_recompiles(fn: Callable) -> Callable:
+    """Call a compiled kernel so that its guards hold from call to call: without grad (callers
+    in and outside ``no_grad`` share a graph) and without duck sizing (sizes or storage offsets
+    that happen to be equal at the first call, e.g. a chunk's offset and a gene count, would
+    otherwise be guarded equal and recompile the next chunk)."""
+    from torch.fx.experimental import _config as fx_config
+
+    def call(*args: Any) -> Any:
+        with torch.no_grad(), fx_config.patch(use_duck_shape=False):
+            return fn(*args)
+
+    return call
+
+
 # ---------------------------------------------------------------------- evaluate
 
-#: Rows per chunk on CPU: [chunk, L] float32 tensors stay in cache (measured: ~4x faster per op
-#: than whole-batch tensors at B = 1e5 on this machine's CPUs).
-CPU_CHUNK_ROWS = 1024
+#: Elements (rows x layers) per chunk on CPU: the eager path's [chunk, L] float32 tensors stay in
+#: cache (measured: ~4x faster per op than whole-batch tensors at B = 1e5; best near 70k elements,
+#: i.e. ~1,000 rows of a 68-layer MobileNetV2). Rows per chunk = elements // L.
+CPU_CHUNK_ELEMENTS = 65536
+#: The fused kernel keeps no [chunk, L] intermediates (only its inputs and row sums), so larger
+#: chunks only save per-call overhead.
+CPU_COMPILED_CHUNK_ELEMENTS = 4 * CPU_CHUNK_ELEMENTS
+
+
+def chunk_rows_for(num_layers: int, device: torch.device | str = "cpu", compiled: bool = False) -> int | None:
+    """Default rows per chunk: ~:data:`CPU_CHUNK_ELEMENTS` elements on CPU, None (one piece)
+    elsewhere."""
+    if torch.device(device).type != "cpu":
+        return None
+    return max(1, (CPU_COMPILED_CHUNK_ELEMENTS if compiled else CPU_CHUNK_ELEMENTS) // max(1, num_layers))
 
 
 def evaluate(workload: Workload, hardware: HardwareBatch, *, reference_compat: bool = False,
-             per_layer: bool = False, chunk_rows: int | None = None, num_threads: int = 1) -> CostResult:
+             per_layer: bool = False, chunk_rows: int | None = None, num_threads: int = 1,
+             compile: bool | None = None) -> CostResult:
     """Score B designs. ``workload`` has B rows or one row broadcast over ``hardware``'s B.
 
     On CPU the batch is processed in chunks of ``chunk_rows`` rows (default
-    :data:`CPU_CHUNK_ROWS`) with single-threaded torch ops (intra-op threads only add
+    :func:`chunk_rows_for`: ~:data:`CPU_CHUNK_ELEMENTS` rows x layers) with single-threaded torch ops (intra-op threads only add
     synchronisation on such small tensors; measured 61,000 vs 23,000 designs/s at B = 1e5 on the
     shared 2-core machine), by ``num_threads`` Python threads (default 1: on this machine a
     2-thread pool was slower, the ops being short enough for the GIL to matter). On CUDA the
-    batch is one piece. Results do not depend on the chunking or the threads."""
+    batch is one piece. Results do not depend on the chunking or the threads.
+
+    ``compile=True`` runs the per-chunk math (workload terms + mapping + action counts) as one
+    ``torch.compile`` graph instead of ~260 separate elementwise kernels per design: several
+    times faster on large batches, after a one-off compile (tens of seconds cold, a few seconds
+    from the inductor cache). Same results within float32 rounding (sums over layers may be
+    reassociated: measured ≤ 1e-6 relative, feasibility identical). ``None``/``False``: eager."""
     if hardware.device.type != "cpu":
-        return _evaluate(workload, hardware, reference_compat, per_layer, chunk_rows, 1)
+        return _evaluate(workload, hardware, reference_compat, per_layer, chunk_rows, 1, compile=bool(compile))
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _evaluate(workload, hardware, reference_compat, per_layer, chunk_rows, num_threads)
+        return _evaluate(workload, hardware, reference_compat, per_layer, chunk_rows, num_threads,
+                         compile=bool(compile))
     finally:
         torch.set_num_threads(previous)
 
 
-def evaluate_rows(probe: Workload, rows_of: Callable[[slice], Workload], hardware: HardwareBatch, *,
+def evaluate_rows(probe: Workload, rows_of: Callable[[slice], Any], hardware: HardwareBatch, *,
                   reference_compat: bool = False, per_layer: bool = False, chunk_rows: int | None = None,
-                  num_threads: int = 1) -> CostResult:
+                  num_threads: int = 1, compile: bool | None = None,
+                  lower: Callable[[Any], Workload] | None = None) -> CostResult:
     """Score B designs whose workload is built lazily, one chunk of rows at a time:
-    ``rows_of(slice)`` returns those rows of a B-row workload, and ``probe`` is a one-row
+    ``rows_of(slice)`` returns those rows of a B-row workload (or, with ``lower``, something
+    ``lower`` turns into them: e.g. rows of an architecture batch), and ``probe`` is a one-row
     workload with the same layers and value statistics. Same results as :func:`evaluate` on the
-    whole workload, without ever materialising it (less memory, cache-friendly)."""
+    whole workload, without ever materialising it (less memory, cache-friendly). ``compile``:
+    as in :func:`evaluate`; ``lower`` is then compiled into the same graph as the cost math
+    (pass the same function object every call, or each call compiles again)."""
     if hardware.batch_size == 1:
-        return evaluate(probe, hardware, reference_compat=reference_compat, per_layer=per_layer)
+        return evaluate(probe, hardware, reference_compat=reference_compat, per_layer=per_layer, compile=compile)
     run = lambda: _evaluate(probe, hardware, reference_compat, per_layer, chunk_rows, num_threads,  # noqa: E731
-                            provider=rows_of)
+                            provider=rows_of, compile=bool(compile), lower=lower)
     if hardware.device.type != "cpu":
         return run()
     previous = torch.get_num_threads()
@@ -440,7 +589,8 @@ def evaluate_rows(probe: Workload, rows_of: Callable[[slice], Workload], hardwar
 
 
 def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: bool, per_layer: bool,
-              chunk_rows: int | None, num_threads: int, provider=None) -> CostResult:
+              chunk_rows: int | None, num_threads: int, provider=None, compile: bool = False,
+              lower: Callable[[Any], Workload] | None = None) -> CostResult:
     """``provider(slice) -> Workload`` (rows of a B-row workload built lazily); ``workload`` is
     then a one-row probe with the same layers and value statistics."""
     B = hardware.batch_size
@@ -473,18 +623,17 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
     square = bool(torch.equal(workload.P, workload.Q))
     tables = _slice_tables(workload)
     terms = _workload_terms(workload, reference_compat, tables) if Bw == 1 else None
-    rows = chunk_rows or (CPU_CHUNK_ROWS if hardware.device.type == "cpu" else B)
+    rows = chunk_rows or chunk_rows_for(workload.num_layers, hardware.device, compile) or B
     slices = [slice(i, min(i + rows, B)) for i in range(0, B, rows)]
+
+    shared_kernel, rows_kernel = _kernels(compile)
 
     def run(sl: slice) -> dict[str, Any]:
         hs = {k: v[sl] for k, v in h.items()}
         if terms is not None:
-            return _evaluate_chunk(terms, hs, per_layer, reference_compat, square)
+            return shared_kernel(terms, hs, per_layer, reference_compat, square)
         part_tables = tuple(t if t.shape[0] == 1 else t[sl] for t in tables)
-        ts = _workload_terms(provider(sl), reference_compat, part_tables)
-        out = _evaluate_chunk(ts, hs, per_layer, reference_compat, square)
-        out.update({k: ts[k] for k in _ROW_TERMS})
-        return out
+        return rows_kernel(lower, provider(sl), hs, part_tables, per_layer, reference_compat, square)
 
     if len(slices) > 1 and num_threads > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -517,7 +666,7 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
     available = (hardware.rows * hardware.cols).double() * hc["n_macro"]
     cells = sums["cells"]
     weight_bits = terms["sum_weight_bits"].double()
-    weight_bits = weight_bits.expand(B) if weight_bits.shape[0] == 1 else weight_bits
+    weight_bits = weight_bits.expand(B).clone() if weight_bits.shape[0] == 1 else weight_bits
     fetch_j, fetch_s = dram.fetch_cost(weight_bits, cells, available, hardware.weight_memory)
     energy_by_component["main_memory"] = fetch_j
     energy_j = sum(energy_by_component.values())
@@ -553,7 +702,7 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
         tops_per_mm2_layer_max=sums["tops_max"] * tops_scale / area_mm2,
         tops_layer_mean=sums["tops_sum"] * tops_scale / n_layers,
         utilization=sums["util_max"] / available, utilization_layer_mean=sums["util_sum"] / n_layers / available,
-        cycles=cycles,
+        cycles=cycles, weight_bits=weight_bits,
     )
     if per_layer:
         lay = {k: torch.cat([p["layers"][k].expand(sl.stop - sl.start, -1) for p, sl in zip(parts, slices)])
@@ -570,4 +719,6 @@ def _evaluate(workload: Workload, hardware: HardwareBatch, reference_compat: boo
     return result
 
 
-__all__ = ["REASONS", "COMPONENTS", "CostResult", "evaluate", "evaluate_rows", "CPU_CHUNK_ROWS"]
+__all__ = ["REASONS", "COMPONENTS", "CostResult", "evaluate", "evaluate_rows", "CPU_CHUNK_ELEMENTS",
+           "CPU_COMPILED_CHUNK_ELEMENTS", "chunk_rows_for", "COMPILE_BREAK_EVEN_DESIGNS", "compile_pays_off",
+           "resolve_compile"]

@@ -5,7 +5,7 @@ the signed integer i - centre). An encoding maps every bin to an n-bit pattern; 
 B-bit operand into slices of s bits; the scalar the NeuroSim components see is the mean over
 slices of the average normalised slice value. Semantics follow CiMLoop's
 ``workspace/models/include/slicing_encoding.py`` as summarised in
-``shared/reference/cim-cost-model.md`` §3.2-3.3:
+``docs/reference/cim-cost-model.md`` §3.2-3.3:
 
 - offset: pattern = bin index (signed value + centre), n bits, MSB first;
 - magnitude: pattern = |bin - centre| in n - 1 bits;

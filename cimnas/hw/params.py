@@ -2,7 +2,7 @@
 and a searchable space of them (:class:`HardwareSpace`).
 
 Field names are those of the validation records' ``hardware`` object
-(``shared/reference/cimloop-layer-runs.json``). The reference's nine genes are voltage,
+(``tests/data/cimloop-layer-runs.json``). The reference's nine genes are voltage,
 bits_per_cell, cycle_s, rows, cols, router_groups, tiles_per_group, macros_per_tile and
 glb_depth_words (cim-cost-model.md §1.3); technology_nm, adc_bits and cell may be searched too.
 Choice lists come from YAML (``configs/hw/*.yaml``), never from code.
@@ -75,6 +75,24 @@ def _check_sram_bits(cell: str, bits_per_cell: Any) -> None:
         raise HardwareError(f"cell={cell!r} is an SRAM cell and stores 1 bit per cell; got bits_per_cell="
                             f"{bits_per_cell!r}; allowed values: [1]")
 
+
+
+#: Relative tolerance when a float value is matched to a float option (values that went through
+#: YAML / JSON / CSV text and back).
+OPTION_REL_TOL = 1e-6
+
+
+def option_index(choices: Sequence[Any], value: Any) -> int | None:
+    """Index of the first of ``choices`` equal to ``value`` (floats within :data:`OPTION_REL_TOL`
+    relative, everything else exactly), or None. The one matching rule of the project: hardware
+    spaces, the genome and the search's baseline designs all use it."""
+    for i, c in enumerate(choices):
+        if c == value:
+            return i
+        if (isinstance(c, float) and isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isclose(c, float(value), rel_tol=OPTION_REL_TOL, abs_tol=0.0)):
+            return i
+    return None
 
 @dataclass
 class HardwareParams:
@@ -324,10 +342,10 @@ class HardwareSpace:
             row = []
             for g, choices in self.genes.items():
                 v = getattr(p, g)
-                match = [i for i, c in enumerate(choices) if (abs(c - v) <= 1e-6 * max(abs(c), abs(v)) if isinstance(c, float) else c == v)]
-                if not match:
+                index = option_index(choices, v)
+                if index is None:
                     raise HardwareError(f"{g}={v!r} is not a choice of this space; allowed values: {choices}")
-                row.append(match[0])
+                row.append(index)
             out.append(row)
         return torch.tensor(out, dtype=torch.long)
 

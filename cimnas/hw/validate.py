@@ -1,7 +1,7 @@
 """``python -m cimnas.hw.validate RECORDS.json [--per-record] [--json] [--plot F.png]``
 
 Compare the cost model with CiMLoop runs given as records (format of
-``shared/reference/cimloop-layer-runs.json``: a top-level ``records`` list, each with ``layer``
+``tests/data/cimloop-layer-runs.json``: a top-level ``records`` list, each with ``layer``
 {kind, N, C, M, R, S, P, Q, G}, bits, ``average_input_value`` / ``average_weight_value`` (they
 override the histogram encoder), ``hardware`` and ``expected``). All records are scored in ONE
 batched call. Prints a per-record table (or JSON with ``--json``) and, as its LAST line, one JSON
@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cimnas.io import atomic_savefig, pyplot
 from cimnas.hw.cost_model import COMPONENTS, evaluate
 from cimnas.hw.params import HardwareBatch, HardwareParams
 from cimnas.hw.workload import Workload
@@ -159,12 +158,7 @@ def format_table(rows: list[dict[str, Any]], per_record: bool) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_e, ax_c) = plt.subplots(1, 2, figsize=(11, 5))
+    fig, (ax_e, ax_c) = pyplot().subplots(1, 2, figsize=(11, 5))
     comps = sorted({c for r in rows for c in r.get("energy_by_component_j", {})})
     for comp in comps:
         xs = [r["energy_by_component_j"][comp]["expected"] for r in rows if comp in r.get("energy_by_component_j", {})]
@@ -188,14 +182,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
         ax.set_title(f"{title}: ours vs CiMLoop")
     ax_e.legend(fontsize=7)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
+    atomic_savefig(path, fig, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,6 +30,7 @@ from cimnas.space import (
     QuantPolicy,
     SearchSpace,
     SpaceError,
+    check_mapping_keys,
     get_space,
 )
 
@@ -55,6 +57,7 @@ class Design:
     metrics: dict[str, Any] = field(default_factory=dict)
     name: str = "design"
     source: str | None = None
+    genome: list[int] | None = None  # the search's gene indices, when the file records them
 
     @property
     def predicted_accuracy(self) -> float | None:
@@ -156,14 +159,7 @@ def _int_list(value: Any, field_name: str, source: str | None) -> list[int]:
 
 
 def _architecture(value: Any, space: SearchSpace, source: str | None) -> Architecture:
-    if not isinstance(value, Mapping):
-        raise DesignError(f"{_where(source)}architecture must be a mapping with keys {list(ARCH_FIELDS)}; "
-                          f"got {type(value).__name__}")
-    missing = [k for k in ARCH_FIELDS if k not in value]
-    unknown = sorted(set(value) - set(ARCH_FIELDS))
-    if missing or unknown:
-        raise DesignError(f"{_where(source)}architecture: missing keys {missing}, unknown keys {unknown}; "
-                          f"expected keys {list(ARCH_FIELDS)}")
+    check_mapping_keys(f"{_where(source)}architecture", value, ARCH_FIELDS, DesignError)
     try:
         resolution = int(value["resolution"])
     except (TypeError, ValueError):
@@ -187,14 +183,7 @@ def _quantization(value: Any, space: SearchSpace, source: str | None) -> QuantPo
             raise DesignError(f"{_where(source)}quantization={value} is not allowed; allowed values: "
                               f"{list(space.bit_choices)} or a mapping with keys {list(BIT_FIELDS)}")
         return QuantPolicy.uniform(space, value)
-    if not isinstance(value, Mapping):
-        raise DesignError(f"{_where(source)}quantization must be a mapping with keys {list(BIT_FIELDS)}; "
-                          f"got {type(value).__name__}")
-    missing = [k for k in BIT_FIELDS if k not in value]
-    unknown = sorted(set(value) - set(BIT_FIELDS))
-    if missing or unknown:
-        raise DesignError(f"{_where(source)}quantization: missing keys {missing}, unknown keys {unknown}; "
-                          f"expected keys {list(BIT_FIELDS)}")
+    check_mapping_keys(f"{_where(source)}quantization", value, BIT_FIELDS, DesignError)
     policy = QuantPolicy(*[_int_list(value[f], f"quantization.{f}", source) for f in BIT_FIELDS])
     try:
         return policy.validate(space)
@@ -267,8 +256,11 @@ def _csv_row_design(row: Mapping[str, str], space: SearchSpace, source: str) -> 
             metrics[key] = {"True": True, "False": False}.get(value, value)
     hardware = {k[3:]: v for k, v in row.items() if k.startswith("hw_")}
     rank = row.get("rank", "?")
-    return design_from_mapping({"architecture": arch, "quantization": quant, "hardware": hardware,
-                                "metrics": metrics}, space, source, name=f"rank{rank}")
+    design = design_from_mapping({"architecture": arch, "quantization": quant, "hardware": hardware,
+                                  "metrics": metrics}, space, source, name=f"rank{rank}")
+    if row.get("genome"):
+        design.genome = [int(v) for v in row["genome"].split()]
+    return design
 
 
 def load_designs(source: str | os.PathLike, space: SearchSpace | str | dict | None = None) -> list[Design]:
@@ -309,7 +301,9 @@ SELECTIONS = ("top", "spread")
 
 def top_designs(results: str | os.PathLike, k: int, space: SearchSpace | str | dict | None = None,
                 selection: str = "top", feasible_only: bool = True) -> list[Design]:
-    """``k`` distinct networks of a search results folder (or of one design / population file).
+    """``k`` distinct networks of a search results folder (or of one design / population file);
+    after the final population the all-evaluations Pareto archive (``pareto.json``) is read, so a
+    collapsed population still yields ``k`` networks (a warning says when fewer exist).
 
     ``population.csv`` rows are best first; duplicates of a network (same architecture and bits,
     other hardware) are dropped. ``selection='top'`` takes the first ``k``; ``'spread'`` takes ``k``
@@ -322,8 +316,11 @@ def top_designs(results: str | os.PathLike, k: int, space: SearchSpace | str | d
         raise ValueError(f"top_k={k} must be >= 1")
     path = Path(results)
     if path.is_dir():
-        files = [path / "population.csv"] if (path / "population.csv").is_file() else \
-            [p for p in (path / "best.json", path / "pareto.json") if p.is_file()]
+        # the final population first (best first), then the all-evaluations Pareto archive, so a
+        # population that collapsed to a few networks still yields k distinct ones
+        files = [path / "population.csv", path / "pareto.json"] if (path / "population.csv").is_file() else \
+            [path / "best.json", path / "pareto.json"]
+        files = [p for p in files if p.is_file()]
         if not files:
             raise FileNotFoundError(f"{path}: no population.csv, best.json or pareto.json (not a search results folder)")
     else:
@@ -339,6 +336,8 @@ def top_designs(results: str | os.PathLike, k: int, space: SearchSpace | str | d
         if key not in seen:
             seen.add(key)
             unique.append(d)
+    if len(unique) < k:
+        warnings.warn(f"{path}: only {len(unique)} distinct networks (asked for top_k={k})", stacklevel=2)
     if selection == "top" or len(unique) <= k:
         return unique[:k]
     ranked = sorted(unique, key=lambda d: (d.predicted_accuracy or 0.0))

@@ -1,7 +1,7 @@
 """Dynamic (elastic) layers of the once-for-all supernet.
 
 Every op allocates its weights at the largest size and slices views in ``forward`` (OFA §2.1 of
-``shared/reference/ofa-predictor.md``):
+``docs/reference/ofa-predictor.md``):
 
 - :class:`DynamicPointwiseConv` — 1×1 conv, ``W[:c_out, :c_in]`` (c_in from the input).
 - :class:`DynamicDepthwiseConv` — k×k depthwise conv with OFA's kernel transformation: a smaller

@@ -208,20 +208,12 @@ class ActQuantizer(nn.Module):
 # ---------------------------------------------------------------------- static quantized layers
 
 
-class QuantConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with fake-quantized weights and inputs.
+class _QuantizedLayer:
+    """What :class:`QuantConv2d` and :class:`QuantLinear` share: the bit widths, the input
+    quantizer and the integer levels / step sizes the hardware sees (mixed in before the
+    ``nn`` layer class; ``self.weight`` is the layer's float weight)."""
 
-    ``weight_bits`` / ``input_bits`` are ints (:data:`FULL_PRECISION` = not quantized).
-    ``quantize_weight()`` and ``quantize_input(x)`` return the integer levels the hardware stores /
-    receives (float tensors); ``weight_scale()`` / ``input_scale()`` the matching step sizes.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 groups: int = 1, bias: bool = False, input_signed: bool = True,
-                 weight_bits: int = FULL_PRECISION, input_bits: int = FULL_PRECISION,
-                 per_channel: bool = True):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
-                         padding=kernel_size // 2, groups=groups, bias=bias)
+    def _init_quant(self, input_signed: bool, weight_bits: int, input_bits: int, per_channel: bool) -> None:
         self.weight_bits = check_bits("weight_bits", weight_bits)
         self.input_bits = check_bits("input_bits", input_bits)
         self.per_channel = per_channel
@@ -253,33 +245,37 @@ class QuantConv2d(nn.Conv2d):
     def input_scale(self) -> torch.Tensor:
         return self.input_quantizer.alpha.detach() / _act_grid(self.input_bits, self.input_quantizer.signed)
 
+
+class QuantConv2d(_QuantizedLayer, nn.Conv2d):
+    """``nn.Conv2d`` with fake-quantized weights and inputs.
+
+    ``weight_bits`` / ``input_bits`` are ints (:data:`FULL_PRECISION` = not quantized).
+    ``quantize_weight()`` and ``quantize_input(x)`` return the integer levels the hardware stores /
+    receives (float tensors); ``weight_scale()`` / ``input_scale()`` the matching step sizes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 groups: int = 1, bias: bool = False, input_signed: bool = True,
+                 weight_bits: int = FULL_PRECISION, input_bits: int = FULL_PRECISION,
+                 per_channel: bool = True):
+        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride=stride,
+                           padding=kernel_size // 2, groups=groups, bias=bias)
+        self._init_quant(input_signed, weight_bits, input_bits, per_channel)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_quantizer(x, self.input_bits)
         return F.conv2d(x, self.quantized_weight(), self.bias, self.stride, self.padding,
                         self.dilation, self.groups)
 
 
-class QuantLinear(nn.Linear):
+class QuantLinear(_QuantizedLayer, nn.Linear):
     """``nn.Linear`` with fake-quantized weights and inputs (same interface as QuantConv2d)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, input_signed: bool = True,
                  weight_bits: int = FULL_PRECISION, input_bits: int = FULL_PRECISION,
                  per_channel: bool = True):
-        super().__init__(in_features, out_features, bias=bias)
-        self.weight_bits = check_bits("weight_bits", weight_bits)
-        self.input_bits = check_bits("input_bits", input_bits)
-        self.per_channel = per_channel
-        self.input_quantizer = ActQuantizer(input_signed)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, weight_bits={self.weight_bits}, input_bits={self.input_bits}"
-
-    set_bits = QuantConv2d.set_bits
-    quantized_weight = QuantConv2d.quantized_weight
-    quantize_weight = QuantConv2d.quantize_weight
-    weight_scale = QuantConv2d.weight_scale
-    quantize_input = QuantConv2d.quantize_input
-    input_scale = QuantConv2d.input_scale
+        nn.Linear.__init__(self, in_features, out_features, bias=bias)
+        self._init_quant(input_signed, weight_bits, input_bits, per_channel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_quantizer(x, self.input_bits)

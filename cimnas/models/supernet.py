@@ -2,7 +2,7 @@
 
 One set of weights at the largest size; :meth:`OFASupernet.set_active` selects a subnet
 (depth per stage, kernel and hidden width per block) and optionally its per-block bit widths;
-``forward`` runs that subnet by slicing (``shared/reference/ofa-predictor.md`` §2).
+``forward`` runs that subnet by slicing (``docs/reference/ofa-predictor.md`` §2).
 
 Typical use (how the predictor measures accuracies)::
 
@@ -38,6 +38,7 @@ from cimnas.models.dynamic_ops import (
 from cimnas.models.quant import FULL_PRECISION, QuantConv2d, QuantLinear
 from cimnas.models.workload_trace import workload_from_module
 from cimnas.space import Architecture, QuantPolicy, SearchSpace, SpaceError, get_space
+from cimnas.space.layers import layer_plan
 from cimnas.models.static import (
     ClassifierHead,
     ConvBNAct,
@@ -55,6 +56,8 @@ SUPERNET_FORMAT = "cimnas.supernet/1"
 # ---------------------------------------------------------------------- sampling constraints
 
 HIDDEN_MODES = ("max", "upper", "all")
+#: How a phase picks the subnets of one training step (see :class:`PhaseSpec`).
+SAMPLERS = ("sandwich", "random")
 
 
 @dataclass
@@ -64,8 +67,11 @@ class PhaseSpec:
     ``kernels`` / ``depths`` restrict the space's choices (None = all); ``hidden`` is ``max``
     (largest hidden width only), ``upper`` (the upper half of each block's choices) or ``all``;
     ``quantize`` samples bit widths together with architectures. ``subnets_per_step`` subnets
-    are trained per batch (sandwich: largest, smallest, then random ones); ``kd`` distils each
-    non-largest subnet from the largest one. ``sort_channels`` re-sorts hidden channels by
+    are trained per batch: ``sampler='sandwich'`` takes the phase's largest and smallest, then
+    random ones; ``sampler='random'`` takes them all at random (OFA's ``dynamic_batch_size``: 1,
+    2 and 4 random subnets per step in the kernel, depth and width phases, no sandwich; OFA
+    §3.1, docs/reference/ofa-predictor.md). ``kd`` distils each non-largest subnet from the
+    phase's largest one (with ``random``, a no-grad forward of the largest gives the targets). ``sort_channels`` re-sorts hidden channels by
     importance when the phase starts (OFA §2.3). ``lr`` is the peak learning rate, decayed by a
     cosine over the phase after ``warmup_epochs`` of linear warm-up.
     """
@@ -81,8 +87,11 @@ class PhaseSpec:
     sort_channels: bool = False
     lr: float = 0.05
     warmup_epochs: float = 0.0
+    sampler: str = "sandwich"
 
     def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"phase {self.name!r}: sampler={self.sampler!r} is not allowed; allowed values: {list(SAMPLERS)}")
         if self.hidden not in HIDDEN_MODES:
             raise ValueError(f"phase {self.name!r}: hidden={self.hidden!r} is not allowed; allowed values: {list(HIDDEN_MODES)}")
         if self.epochs < 0:
@@ -118,18 +127,18 @@ class DynamicMBConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, max_hidden: int, kernel_choices: tuple[int, ...],
                  stride: int, act: str, se: bool, divisor: int, kernel_transform: bool = True,
-                 per_channel: bool = True):
+                 per_channel: bool = True, bn_eps: float = 1e-5):
         super().__init__()
         self.in_channels, self.out_channels, self.max_hidden = in_channels, out_channels, max_hidden
         self.stride, self.act_name, self.divisor = stride, act, divisor
         self.expand = DynamicPointwiseConv(in_channels, max_hidden, True, per_channel)
-        self.bn1 = DynamicBatchNorm(max_hidden)
+        self.bn1 = DynamicBatchNorm(max_hidden, eps=bn_eps)
         self.dw = DynamicDepthwiseConv(max_hidden, kernel_choices, stride, kernel_transform,
                                        signed_after(act), per_channel)
-        self.bn2 = DynamicBatchNorm(max_hidden)
+        self.bn2 = DynamicBatchNorm(max_hidden, eps=bn_eps)
         self.se = DynamicSE(max_hidden, divisor, signed_after(act), per_channel) if se else None
         self.project = DynamicPointwiseConv(max_hidden, out_channels, signed_after(act), per_channel)
-        self.bn3 = DynamicBatchNorm(out_channels)
+        self.bn3 = DynamicBatchNorm(out_channels, eps=bn_eps)
         self.act = make_act(act)
         self.residual = stride == 1 and in_channels == out_channels
         self.active_hidden = max_hidden
@@ -201,21 +210,21 @@ class DynamicBottleneck(nn.Module):
     ``dw_*`` bits (it is the block's spatial conv)."""
 
     def __init__(self, in_channels: int, out_channels: int, max_hidden: int, kernel_size: int, stride: int,
-                 act: str, per_channel: bool = True):
+                 act: str, per_channel: bool = True, bn_eps: float = 1e-5):
         super().__init__()
         self.in_channels, self.out_channels, self.max_hidden = in_channels, out_channels, max_hidden
         self.stride, self.act_name = stride, act
         signed = signed_after(act)  # the block input is the previous block's ReLU output
         self.conv1 = DynamicPointwiseConv(in_channels, max_hidden, signed, per_channel)
-        self.bn1 = DynamicBatchNorm(max_hidden)
+        self.bn1 = DynamicBatchNorm(max_hidden, eps=bn_eps)
         self.conv2 = DynamicConv2d(max_hidden, max_hidden, kernel_size, stride, signed, per_channel)
-        self.bn2 = DynamicBatchNorm(max_hidden)
+        self.bn2 = DynamicBatchNorm(max_hidden, eps=bn_eps)
         self.conv3 = DynamicPointwiseConv(max_hidden, out_channels, signed, per_channel)
-        self.bn3 = DynamicBatchNorm(out_channels)
+        self.bn3 = DynamicBatchNorm(out_channels, eps=bn_eps)
         self.downsample = self.downsample_bn = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = DynamicPointwiseConv(in_channels, out_channels, signed, per_channel)
-            self.downsample_bn = DynamicBatchNorm(out_channels)
+            self.downsample_bn = DynamicBatchNorm(out_channels, eps=bn_eps)
         self.act = make_act(act)
         self.active_hidden = max_hidden
         self.active_kernel = kernel_size
@@ -260,6 +269,13 @@ class DynamicBottleneck(nn.Module):
             for name in ("weight", "bias", "running_mean", "running_var"):
                 t = getattr(bn.bn, name)
                 t.copy_(t[perm])
+
+
+class ResidualConvBNAct(ConvBNAct):
+    """``x + act(BN(conv(x)))``: OFA-ResNet50's middle stem conv (``SearchSpace.stem_residual``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + x
 
 
 def _static_conv(src: nn.Module, weight: torch.Tensor, stride: int, groups: int, weight_bits: int,
@@ -307,6 +323,11 @@ class OFASupernet(nn.Module):
         self.per_channel_weights = per_channel_weights
         self.dropout_rate = dropout
         pc = per_channel_weights
+        eps = space.bn_eps
+
+        def bn(channels: int) -> DynamicBatchNorm:
+            return DynamicBatchNorm(channels, eps=eps)
+
         stem_ch, fb_ch = space.stem_channels, space.first_block_channels
         fb_act = space.stages[0].act
 
@@ -319,42 +340,38 @@ class OFASupernet(nn.Module):
             act = space.stem_act
             self.stem = nn.Sequential(
                 ConvBNAct(QuantConv2d(space.in_channels, half, 3, stride=space.stem_stride, input_signed=True,
-                                      per_channel=pc), DynamicBatchNorm(half), make_act(act)),
-                ConvBNAct(QuantConv2d(half, half, 3, input_signed=signed_after(act), per_channel=pc),
-                          DynamicBatchNorm(half), make_act(act)),
+                                      per_channel=pc), bn(half), make_act(act)),
+                (ResidualConvBNAct if space.stem_residual else ConvBNAct)(
+                    QuantConv2d(half, half, 3, input_signed=signed_after(act), per_channel=pc), bn(half), make_act(act)),
                 ConvBNAct(QuantConv2d(half, stem_ch, 3, input_signed=signed_after(act), per_channel=pc),
-                          DynamicBatchNorm(stem_ch), make_act(act)),
+                          bn(stem_ch), make_act(act)),
                 nn.MaxPool2d(3, 2, 1))
             self.first_block = nn.Identity()
         else:
             self.stem = ConvBNAct(
                 QuantConv2d(space.in_channels, stem_ch, 3, stride=space.stem_stride, input_signed=True, per_channel=pc),
-                DynamicBatchNorm(stem_ch), make_act(space.stem_act))
+                bn(stem_ch), make_act(space.stem_act))
             self.first_block = StaticMBConv(
                 None,
                 ConvBNAct(QuantConv2d(stem_ch, stem_ch, space.first_block_kernel, groups=stem_ch,
                                       input_signed=signed_after(space.stem_act), per_channel=pc),
-                          DynamicBatchNorm(stem_ch), make_act(fb_act)),
+                          bn(stem_ch), make_act(fb_act)),
                 None,
                 ConvBNAct(QuantConv2d(stem_ch, fb_ch, 1, input_signed=signed_after(fb_act), per_channel=pc),
-                          DynamicBatchNorm(fb_ch), None),
+                          bn(fb_ch), None),
                 residual=stem_ch == fb_ch,
             )
         if space.block_type == "bottleneck" and len(space.kernel_choices) != 1:
             raise SpaceError(f"block_type='bottleneck' has a fixed kernel; kernel_choices={list(space.kernel_choices)} "
                              "must hold one value")
         blocks = []
-        for b in range(space.num_blocks):
-            stage = space.stages[space.block_stage[b]]
-            if space.block_type == "bottleneck":
-                blocks.append(DynamicBottleneck(
-                    space.block_in_channels[b], space.block_out_channels[b], space.max_hidden(b),
-                    space.kernel_choices[0], space.block_stride[b], stage.act, pc))
+        for blk in layer_plan(space).blocks:  # the one layer plan the cost-model lowering reads too
+            if blk.kind == "bottleneck":
+                blocks.append(DynamicBottleneck(blk.in_channels, blk.out_channels, blk.max_hidden,
+                                                space.kernel_choices[0], blk.stride, blk.act, pc, eps))
             else:
-                blocks.append(DynamicMBConv(
-                    space.block_in_channels[b], space.block_out_channels[b], space.max_hidden(b),
-                    space.kernel_choices, space.block_stride[b], stage.act, stage.se, space.divisor,
-                    kernel_transform, pc))
+                blocks.append(DynamicMBConv(blk.in_channels, blk.out_channels, blk.max_hidden, space.kernel_choices,
+                                            blk.stride, blk.act, blk.se, space.divisor, kernel_transform, pc, eps))
         self.blocks = nn.ModuleList(blocks)
 
         head_act = space.stages[-1].act
@@ -362,7 +379,7 @@ class OFASupernet(nn.Module):
         final_expand = None
         if space.final_expand_channels is not None:
             final_expand = ConvBNAct(QuantConv2d(last, space.final_expand_channels, 1, input_signed=True, per_channel=pc),
-                                     DynamicBatchNorm(space.final_expand_channels), make_act(head_act))
+                                     bn(space.final_expand_channels), make_act(head_act))
             mix_in, mix_signed = space.final_expand_channels, signed_after(head_act)
         else:  # MBConv blocks end linearly (signed); bottlenecks end with their ReLU
             mix_in, mix_signed = last, space.block_type != "bottleneck" or signed_after(head_act)
@@ -371,7 +388,7 @@ class OFASupernet(nn.Module):
             cls_in, cls_signed = mix_in, mix_signed
         elif space.head_before_pool:
             feature_mix = ConvBNAct(QuantConv2d(mix_in, space.head_channels, 1, input_signed=mix_signed, per_channel=pc),
-                                    DynamicBatchNorm(space.head_channels), make_act(head_act))
+                                    bn(space.head_channels), make_act(head_act))
             cls_in, cls_signed = space.head_channels, signed_after(head_act)
         else:  # MBv3: after pooling, no BN, no bias (OFA)
             feature_mix = ConvBNAct(QuantConv2d(mix_in, space.head_channels, 1, input_signed=mix_signed, per_channel=pc),
@@ -718,8 +735,8 @@ def collect_workload(supernet: OFASupernet, arch: Architecture, policy: QuantPol
 
 
 __all__ = [
-    "PhaseSpec", "default_phases", "DynamicMBConv", "DynamicBottleneck", "OFASupernet", "recalibrate_bn", "evaluate_accuracy",
-    "fit_resolution", "save_supernet", "load_supernet", "load_supernet_record", "supernet_record", "supernet_from_record",
-    "check_state_dict",
+    "PhaseSpec", "default_phases", "DynamicMBConv", "DynamicBottleneck", "ResidualConvBNAct", "OFASupernet", "recalibrate_bn",
+    "evaluate_accuracy", "fit_resolution", "save_supernet", "load_supernet", "load_supernet_record", "supernet_record",
+    "supernet_from_record", "check_state_dict",
     "collect_workload", "SUPERNET_FORMAT",
 ]

@@ -209,12 +209,13 @@ class OFASupernetModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def step_subnets(self, phase: PhaseSpec, generator: torch.Generator) -> list[tuple[Architecture, QuantPolicy | None, bool]]:
-        """Subnets trained on one batch: sandwich (largest, smallest, random…) when
-        ``subnets_per_step >= 2``, else one random subnet. Third entry: is the largest."""
+        """Subnets trained on one batch: with ``sampler='sandwich'`` and ``subnets_per_step >= 2``
+        the phase's largest and smallest, then random ones; otherwise all random. Third entry: is
+        the largest."""
         net = self.supernet
         out: list[tuple[Architecture, QuantPolicy | None, bool]] = []
         n = phase.subnets_per_step
-        if n >= 2:
+        if n >= 2 and phase.sampler == "sandwich":
             out.append((*net.phase_extreme(phase, largest=True), True))
             out.append((*net.phase_extreme(phase, largest=False), False))
         for _ in range(n - len(out)):

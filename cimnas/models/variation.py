@@ -45,15 +45,15 @@ import contextlib
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from cimnas.io import atomic_write_json
+from cimnas.models.supernet import evaluate_accuracy
 from cimnas.models.quant import FULL_PRECISION, QuantConv2d, QuantLinear, is_quantized, weight_levels
 
 #: rram_neurosim_default: R_off / R_on = 9e5 / 6e3 (cim-cost-model.md §4.5) [src].
@@ -172,21 +172,9 @@ def noisy_weights(net: nn.Module, bits_per_cell: int, config: VariationConfig,
             m.weight_bits = bits
 
 
-@torch.no_grad()
 def accuracy(net: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Top-1 (fraction) of ``net`` in eval mode."""
-    was = net.training
-    net.eval()
-    correct = total = 0
-    try:
-        for x, y in batches:
-            correct += int((net(x).argmax(1) == y).sum())
-            total += int(y.numel())
-    finally:
-        net.train(was)
-    if total == 0:
-        raise ValueError("accuracy needs at least one batch")
-    return correct / total
+    """Top-1 (fraction) of ``net`` in eval mode (:func:`cimnas.models.supernet.evaluate_accuracy`)."""
+    return evaluate_accuracy(net, batches)
 
 
 def noisy_accuracy(net: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], bits_per_cell: int,

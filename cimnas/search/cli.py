@@ -20,7 +20,11 @@ os.environ.setdefault("EVOTORCH_VERBOSE_LEVEL", "0")
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from cimnas.search.config import SearchConfig
+from cimnas.search._deferred_imports import defer_optional_imports
+
+defer_optional_imports()  # before cimnas.search.config imports evotorch
+
+from cimnas.search.config import SearchConfig  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:
@@ -69,4 +73,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["build_parser", "main", "parse_config"]
+def exit_now(status: int) -> None:
+    """Leave the process with ``status`` once everything is written: flush the streams and the
+    log handlers, close a W&B run left open, then ``os._exit`` — skipping the interpreter's
+    teardown of torch & co., which takes seconds and writes nothing (every result file is
+    already written atomically, the W&B run finished)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and "init" in vars(wandb):  # really imported (not a deferred placeholder)
+        if getattr(wandb, "run", None) is not None:
+            wandb.finish()
+        teardown = getattr(wandb, "teardown", None)
+        if teardown is not None:
+            teardown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+__all__ = ["build_parser", "main", "parse_config", "exit_now"]

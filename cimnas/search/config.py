@@ -27,6 +27,11 @@ REFERENCE_BASELINE_HARDWARE: dict[str, float] = {
 }
 
 
+#: The default objective of ``python search.py``: EDAP, with accuracy as a floor constraint.
+DEFAULT_OBJECTIVE = "ela"
+#: Quantile of the predictor's accuracies over random designs that sets the default floor.
+DEFAULT_ACCURACY_QUANTILE = 0.9
+
 @dataclass
 class ExpertDesign:
     """A fixed design evaluated as is: a network (``baseline_like`` / ``largest`` / ``smallest``,
@@ -45,12 +50,15 @@ class OutputConfig:
         checkpoint_every: write ``checkpoint.pt`` every N generations (and at the end).
         plots: write convergence, Pareto and breakdown plots.
         progress: show a progress bar with the best objective.
+        overwrite: replace the results of a search with another configuration in ``dir``
+            (without it such a folder is refused; a folder of the same configuration resumes).
     """
 
     dir: str = "results/default"
     checkpoint_every: int = 1
     plots: bool = True
     progress: bool = True
+    overwrite: bool = False
 
 
 @dataclass
@@ -79,7 +87,12 @@ class SearchConfig:
         predictor: accuracy-predictor checkpoint.
         value_stats: per-slot layer value statistics for the cost model (``python -m
             cimnas.search.value_stats``); null: the cost model's typical per-role histograms.
-        objective / constraints / ga: see their classes.
+        objective / constraints / ga: see their classes. Default: minimum EDAP (``ela``) subject to
+            an accuracy floor at the 0.9 quantile of the predictor's accuracies over random designs
+            of the space (``constraints.min_accuracy_quantile``) besides capacity and area, so the
+            predictor decides which designs may compete (docs/search.md, "The default objective");
+            the reference's ``ela_acc`` (E·L·A / Acc) is ``--objective.name ela_acc
+            --constraints.min_accuracy_quantile null``.
         network: the fixed network of ``hardware_only`` (default: the reference's baseline-like MobileNetV2).
         experts: fixed designs of ``fixed`` / ``compare``; the first is the reference point for
             EDAP ratios and the breakdown plot. null = the reference's baseline-like design
@@ -87,6 +100,8 @@ class SearchConfig:
         compare_methods: methods run by ``compare``.
         device: ``cpu`` or ``cuda`` (population, predictor and cost model).
         reference_compat: the cost model's reference-compatibility switch.
+        hw_compile: the fused (``torch.compile``) cost kernel: true, false or ``auto`` (on when
+            popsize x generations repays the compile, :func:`cimnas.hw.cost_model.compile_pays_off`).
         num_actors: evaluate with this many EvoTorch Ray actors (null: in-process).
         num_gpus_per_actor: GPUs given to each actor (e.g. 1); an actor with a GPU evaluates its
             piece of the population there.
@@ -104,8 +119,9 @@ class SearchConfig:
     hardware: str = "configs/hw/reference.yaml"
     predictor: str = DEFAULT_PREDICTOR
     value_stats: Optional[str] = DEFAULT_VALUE_STATS
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    constraints: ConstraintConfig = field(default_factory=ConstraintConfig)
+    objective: ObjectiveConfig = field(default_factory=lambda: ObjectiveConfig(name=DEFAULT_OBJECTIVE))
+    constraints: ConstraintConfig = field(default_factory=lambda: ConstraintConfig(
+        min_accuracy_quantile=DEFAULT_ACCURACY_QUANTILE))
     ga: GAConfig = field(default_factory=GAConfig)
     network: Union[str, dict] = "baseline_like"
     experts: Optional[list[ExpertDesign]] = None
@@ -114,6 +130,7 @@ class SearchConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     device: str = "cpu"
     reference_compat: bool = False
+    hw_compile: Union[bool, Literal["auto"]] = "auto"
     num_actors: Optional[int] = None
     num_gpus_per_actor: Optional[float] = None
     threads: Optional[int] = 1

@@ -1,7 +1,7 @@
 """Batched evaluation of genomes: decode -> accuracy source + CIM cost model -> metrics, constraints.
 
 ``genome [B, G]`` -> (``ArchBatch``, ``HardwareBatch``) -> ``AccuracySource.predict`` ``[B]`` and
-``cimnas.hw.evaluate(workload_from_arch(...), hardware)`` (:mod:`cimnas.search.lowering`) ``[B]`` -> :class:`Evaluation`: metrics,
+``cimnas.search.lowering.evaluate_arch(space, arch, hardware)`` ``[B]`` -> :class:`Evaluation`: metrics,
 the total constraint violation and a reason code per design. No per-candidate Python loop on the
 normal path.
 
@@ -32,14 +32,20 @@ log = logging.getLogger("cimnas.search")
 #: Constraint violation given to designs that could not be evaluated.
 FAILED_CV = 1e30
 
-#: Reason codes stored per design (``reason_code`` column).
-REASONS = ("ok", "capacity", "area", "capacity+area", "evaluation_failed")
+#: Reason codes stored per design (``reason_code`` column); the accuracy-floor codes come after
+#: ``evaluation_failed`` so the codes of searches without a floor stay what they were.
+REASONS = ("ok", "capacity", "area", "capacity+area", "evaluation_failed",
+           "accuracy", "capacity+accuracy", "area+accuracy", "capacity+area+accuracy")
+#: reason code of each violation bit mask (1 capacity, 2 area, 4 accuracy floor)
+_CODE_OF_MASK = (0, 1, 2, 3, 5, 6, 7, 8)
+#: Where a relative accuracy floor is measured: subnets of the space at its highest bit width.
+ACCURACY_REFERENCES = ("largest", "median", "smallest")
 
 #: Metric columns of an :class:`Evaluation`, in the order they are stored and written to CSV.
 METRIC_COLUMNS = (
     "accuracy", "energy_j", "latency_s", "area_mm2", "edap_j_s_mm2", "tops", "tops_per_w", "tops_per_mm2",
     "tops_per_w_layer_mean", "tops_per_mm2_layer_mean", "utilization", "required_cells", "available_cells",
-    "weight_bits", "capacity_violation", "area_violation", "reason_code",
+    "weight_bits", "capacity_violation", "area_violation", "reason_code", "accuracy_violation",
 )
 
 
@@ -90,8 +96,11 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Accu
             f"accuracy predictor checkpoint {str(path)!r} not found. The default search needs the shipped "
             f"default artifacts; regenerate them with: {REGENERATE_HINT}, or pass --predictor PATH."
         )
+    from cimnas.models.ofa_predictor import OFAAccuracyPredictor, is_ofa_predictor_file
     from cimnas.models.predictor import AccuracyPredictor
 
+    if is_ofa_predictor_file(path):  # OFA's MobileNetV3 predictor (python -m cimnas.models.ofa_predictor)
+        return OFAAccuracyPredictor.load(path, map_location=device)
     predictor = AccuracyPredictor.from_checkpoint(path, map_location=device)
     predictor.eval()
     return predictor
@@ -104,14 +113,48 @@ class ConstraintConfig:
     Attributes:
         area_budget_mm2: chip-area budget (reference: 8 cm² = 800 mm²); null disables it.
         capacity: require the whole network's weights to fit on chip (weight-stationary).
+        min_accuracy: accuracy floor as a fraction (0.85 = 85 %); null: none.
+        min_accuracy_quantile: accuracy floor at this quantile of the accuracy source's values over
+            ``floor_samples`` uniformly random designs of the space (0.9: a design must be
+            predicted at least as accurate as 90 % of the space) — a floor that adapts to the
+            data set and the predictor; null: none.
+        max_accuracy_drop: accuracy floor this far (fraction; 0.01 = 1 point) below the
+            ``accuracy_reference`` subnet at the space's highest bit width; null: none.
+        accuracy_reference: ``largest``, ``median`` or ``smallest`` (for ``max_accuracy_drop``).
+        floor_samples: random designs for ``min_accuracy_quantile`` (drawn with ``floor_seed``).
+        floor_seed: seed of those designs (fixed, so the floor does not move with the GA seed).
+
+    With several floors the highest applies. A design below the floor violates it by
+    ``(floor - accuracy) / floor``, added to the total violation like capacity and area.
     """
 
     area_budget_mm2: float | None = 800.0
     capacity: bool = True
+    min_accuracy: float | None = None
+    min_accuracy_quantile: float | None = None
+    max_accuracy_drop: float | None = None
+    accuracy_reference: str = "largest"
+    floor_samples: int = 4096
+    floor_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.area_budget_mm2 is not None and self.area_budget_mm2 <= 0:
             raise ValueError(f"constraints.area_budget_mm2={self.area_budget_mm2} must be positive or null")
+        if self.min_accuracy is not None and not 0.0 < self.min_accuracy <= 1.0:
+            raise ValueError(f"constraints.min_accuracy={self.min_accuracy} must be a fraction in (0, 1] or null")
+        if self.min_accuracy_quantile is not None and not 0.0 <= self.min_accuracy_quantile <= 1.0:
+            raise ValueError(f"constraints.min_accuracy_quantile={self.min_accuracy_quantile} must be in [0, 1] or null")
+        if self.max_accuracy_drop is not None and not 0.0 <= self.max_accuracy_drop < 1.0:
+            raise ValueError(f"constraints.max_accuracy_drop={self.max_accuracy_drop} must be in [0, 1) or null")
+        if self.accuracy_reference not in ACCURACY_REFERENCES:
+            raise ValueError(f"constraints.accuracy_reference={self.accuracy_reference!r} is not allowed; "
+                             f"allowed values: {list(ACCURACY_REFERENCES)}")
+        if self.floor_samples < 1:
+            raise ValueError(f"constraints.floor_samples={self.floor_samples} must be >= 1")
+
+    @property
+    def has_accuracy_floor(self) -> bool:
+        return any(v is not None for v in (self.min_accuracy, self.min_accuracy_quantile, self.max_accuracy_drop))
 
 
 @dataclass
@@ -161,10 +204,14 @@ class DesignEvaluator:
             per-slot histograms, ``"typical"`` (the cost model's per-role typical histograms) or
             ``None`` (its generic default).
         reference_compat: reproduce the reference code's cost-model quirks.
+        hw_compile: the fused cost kernel (``cimnas.hw.evaluate(compile=...)``): true, false, or
+            ``"auto"`` = on when ``expected_evaluations`` repays the compile
+            (:func:`cimnas.hw.cost_model.compile_pays_off`).
     """
 
     def __init__(self, genome: JointGenome, accuracy: AccuracySource, constraints: ConstraintConfig | None = None,
-                 value_stats: Any = "typical", reference_compat: bool = False):
+                 value_stats: Any = "typical", reference_compat: bool = False, hw_compile: bool | str = False,
+                 expected_evaluations: int = 0):
         if not isinstance(accuracy, AccuracySource):
             raise TypeError(f"accuracy source {type(accuracy).__name__} has no predict(ArchBatch) method")
         self.genome = genome
@@ -172,7 +219,22 @@ class DesignEvaluator:
         self.constraints = constraints or ConstraintConfig()
         self.value_stats = value_stats
         self.reference_compat = reference_compat
+        from cimnas.hw.cost_model import resolve_compile
+
+        self.hw_compile = resolve_compile(hw_compile, expected_evaluations)
+        self._decoded: tuple[torch.Tensor, ArchBatch, Any] | None = None  # (genome, arch, hardware) being evaluated
         self._seen_messages: set[str] = set()
+        self._accuracy_floor: float | None = None
+        self._floor_resolved = False
+
+    @property
+    def accuracy_floor(self) -> float | None:
+        """The accuracy floor (fraction) of :attr:`constraints`, resolved once against the accuracy
+        source (see :class:`ConstraintConfig`); None without one."""
+        if not self._floor_resolved:
+            self._accuracy_floor = resolve_accuracy_floor(self.constraints, self.accuracy, self.genome)
+            self._floor_resolved = True
+        return self._accuracy_floor
 
     def to(self, device: torch.device | str) -> "DesignEvaluator":
         """Move the accuracy source (when it is a module) to ``device``; the genome, hardware
@@ -182,22 +244,27 @@ class DesignEvaluator:
         return self
 
     # ------------------------------------------------------------------ cost model
-    def cost(self, genome: torch.Tensor) -> tuple[ArchBatch, Any, Any, Any]:
-        """(ArchBatch, HardwareBatch, Workload, CostResult) of ``genome`` (raises on cost-model errors)."""
-        from cimnas.hw.cost_model import evaluate
-        from cimnas.search.lowering import workload_from_arch
+    def cost(self, genome: torch.Tensor) -> tuple[ArchBatch, Any, None, Any]:
+        """(ArchBatch, HardwareBatch, None, CostResult) of ``genome`` (raises on cost-model errors).
+        The workload is lowered chunk by chunk inside the cost model
+        (:func:`cimnas.search.lowering.evaluate_arch`) and never materialised, hence ``None``;
+        the genome :meth:`evaluate` is scoring is not decoded a second time."""
+        from cimnas.search.lowering import evaluate_arch
 
-        arch, hardware = self.genome.decode(genome)
-        workload = workload_from_arch(self.genome.space, arch, value_stats=self.value_stats)
-        result = evaluate(workload, hardware, reference_compat=self.reference_compat)
-        return arch, hardware, workload, result
+        if self._decoded is not None and self._decoded[0] is genome:
+            arch, hardware = self._decoded[1], self._decoded[2]
+        else:
+            arch, hardware = self.genome.decode(genome)
+        result = evaluate_arch(self.genome.space, arch, hardware, value_stats=self.value_stats,
+                               reference_compat=self.reference_compat, compile=self.hw_compile)
+        return arch, hardware, None, result
 
     def _cost_metrics(self, genome: torch.Tensor, like: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[str | None]]:
         """Cost-model metrics of a batch and one error message (or None) per row. If the batched
         call raises, the batch is split in halves until the failing rows are isolated (error path
         only), so a single bad design cannot take the population down with it."""
         try:
-            _, _, workload, result = self.cost(genome)
+            result = self.cost(genome)[3]
         except Exception as exc:  # noqa: BLE001 - any cost-model error makes designs infeasible
             if genome.shape[0] == 1:
                 return {}, [f"cost model raised {type(exc).__name__}: {exc}"]
@@ -208,7 +275,7 @@ class DesignEvaluator:
             merged = {c: torch.cat([m1.get(c, like[:half]), m2.get(c, like[half:])]) for c in keys}
             return merged, e1 + e2
         metrics = self._result_metrics(result, like)
-        metrics["weight_bits"] = network_weight_bits(workload).to(like)
+        metrics["weight_bits"] = result.weight_bits.to(like)
         errors = self._model_failures(result, genome.shape[0])
         return metrics, errors
 
@@ -219,13 +286,13 @@ class DesignEvaluator:
         batch = genome.shape[0]
         device = genome.device
         nan = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
-        arch = self.genome.decode_arch(genome)
+        arch, hardware = self.genome.decode(genome)
         messages: list[str] = []
 
         # hardware-aware sources (device variation: cimnas.search.accuracy.NoiseAwareAccuracy)
         with_hw = getattr(self.accuracy, "predict_with_hardware", None)
         if with_hw is not None and self.genome.hw_space is not None:
-            accuracy = with_hw(arch, self.genome.decode_hardware(genome)).to(device, torch.float64).reshape(batch)
+            accuracy = with_hw(arch, hardware).to(device, torch.float64).reshape(batch)
         else:
             accuracy = self.accuracy.predict(arch).to(device, torch.float64).reshape(batch)
         failed = ~torch.isfinite(accuracy)
@@ -235,7 +302,11 @@ class DesignEvaluator:
         metrics = {c: nan.clone() for c in METRIC_COLUMNS}
         metrics["accuracy"] = accuracy
         if self.genome.hw_space is not None:
-            cost_metrics, errors = self._cost_metrics(genome, nan)
+            self._decoded = (genome, arch, hardware)
+            try:
+                cost_metrics, errors = self._cost_metrics(genome, nan)
+            finally:
+                self._decoded = None
             metrics.update(cost_metrics)
             metrics["accuracy"] = accuracy
             failed |= torch.tensor([e is not None for e in errors], device=device)
@@ -254,11 +325,17 @@ class DesignEvaluator:
             area_v = (metrics["area_mm2"] / self.constraints.area_budget_mm2 - 1.0).clamp_min(0.0)
         cap_v = torch.nan_to_num(cap_v, nan=0.0)
         area_v = torch.nan_to_num(area_v, nan=0.0)
-        cv = torch.where(failed, torch.full_like(cap_v, FAILED_CV), cap_v + area_v)
-        code = (cap_v > 0).long() + 2 * (area_v > 0).long()
+        acc_v = torch.zeros_like(cap_v)
+        floor = self.accuracy_floor
+        if floor is not None:
+            acc_v = torch.nan_to_num(((floor - accuracy) / floor).clamp_min(0.0), nan=0.0)
+        cv = torch.where(failed, torch.full_like(cap_v, FAILED_CV), cap_v + area_v + acc_v)
+        mask = (cap_v > 0).long() + 2 * (area_v > 0).long() + 4 * (acc_v > 0).long()
+        code = torch.tensor(_CODE_OF_MASK, device=device)[mask]
         code = torch.where(failed, torch.full_like(code, REASONS.index("evaluation_failed")), code)
         metrics["capacity_violation"] = cap_v
         metrics["area_violation"] = area_v
+        metrics["accuracy_violation"] = acc_v
         metrics["reason_code"] = code.double()
         for m in messages:
             if m not in self._seen_messages:
@@ -323,7 +400,36 @@ class DesignEvaluator:
         return torch.cat([kept, values[order][: n - kept.shape[0]]])
 
 
+def resolve_accuracy_floor(constraints: ConstraintConfig, accuracy: AccuracySource, genome: JointGenome) -> float | None:
+    """The highest of the floors ``constraints`` asks for, measured with ``accuracy`` (fraction),
+    or None when it asks for none."""
+    from cimnas.space import Architecture, QuantPolicy
+
+    floors: list[float] = []
+    if constraints.min_accuracy is not None:
+        floors.append(float(constraints.min_accuracy))
+    space = genome.space
+    params = getattr(accuracy, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    device = first.device if first is not None else "cpu"
+    if constraints.min_accuracy_quantile is not None:
+        gen = torch.Generator().manual_seed(constraints.floor_seed)
+        arch = genome.decode_arch(genome.random(constraints.floor_samples, gen)).to(device)
+        values = accuracy.predict(arch).double().reshape(-1)
+        values = values[torch.isfinite(values)]
+        if values.numel() == 0:
+            raise ValueError("constraints.min_accuracy_quantile: the accuracy source gave no finite value "
+                             "on random designs")
+        floors.append(float(torch.quantile(values.cpu(), constraints.min_accuracy_quantile)))
+    if constraints.max_accuracy_drop is not None:
+        make = {"largest": Architecture.largest, "median": Architecture.median, "smallest": Architecture.smallest}
+        ref = make[constraints.accuracy_reference](space)
+        arch = ArchBatch.from_designs(space, [ref], [QuantPolicy.uniform(space, max(space.bit_choices))], device=device)
+        floors.append(float(accuracy.predict(arch).double().reshape(-1)[0]) - float(constraints.max_accuracy_drop))
+    return max(floors) if floors else None
+
+
 __all__ = [
-    "AccuracySource", "ArtifactError", "ConstantAccuracy", "ConstraintConfig", "DesignEvaluator", "Evaluation", "FAILED_CV",
+    "AccuracySource", "ACCURACY_REFERENCES", "resolve_accuracy_floor", "ArtifactError", "ConstantAccuracy", "ConstraintConfig", "DesignEvaluator", "Evaluation", "FAILED_CV",
     "METRIC_COLUMNS", "REASONS", "load_predictor",
 ]

@@ -1,7 +1,7 @@
 """The joint genome: one row of integers per candidate (network x quantization x CIM hardware).
 
 Every gene is an *index* into its own option list. The order follows the reference
-implementation (``shared/reference/cimnas-reference-code.md`` §1.3, §5.1):
+implementation (``docs/reference/cimnas-reference-code.md`` §1.3, §5.1):
 
     hardware (9 reference genes + optional tech / ADC-bits / cell genes, in the order of the
     hardware space's YAML) - depth (one per stage) - kernel (one per block) - pw_w_bits -
@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
-from cimnas.space import BIT_FIELDS, Architecture, ArchBatch, QuantPolicy, SearchSpace, SpaceError
+from cimnas.hw.params import option_index
+from cimnas.space import BIT_FIELDS, Architecture, ArchBatch, QuantPolicy, SearchSpace
 
 #: Software gene groups in genome order (after the hardware genes).
 SW_GROUPS: tuple[str, ...] = ("depth", "kernel", *BIT_FIELDS, "hidden", "resolution")
@@ -290,10 +291,9 @@ class JointGenome:
 
 
 def _index_of(gene: Gene, value: Any) -> int:
-    for i, option in enumerate(gene.choices):
-        if option == value or (isinstance(option, float) and isinstance(value, (int, float))
-                                and math.isclose(option, float(value), rel_tol=1e-9, abs_tol=1e-15)):
-            return i
+    index = option_index(gene.choices, value)
+    if index is not None:
+        return index
     raise GenomeError(f"{gene.name}={value!r} is not allowed; allowed values: {list(gene.choices)}")
 
 

@@ -93,16 +93,32 @@ def workload_from_arch(space: SearchSpace, arch: ArchBatch, *,
 
 def evaluate_arch(space: SearchSpace, arch: ArchBatch, hardware: HardwareBatch, *, value_stats: Any = "typical",
                   reference_compat: bool = False, per_layer: bool = False, chunk_rows: int | None = None,
-                  num_threads: int = 1) -> CostResult:
+                  num_threads: int = 1, compile: bool | None = None) -> CostResult:
     """``evaluate(workload_from_arch(space, arch, value_stats=...), hardware)`` without ever
     materialising the ``[B, L]`` workload: each chunk of rows builds its own slice of it (same
-    results, less memory, cache-friendly). ``value_stats`` must be per slot (not per row)."""
+    results, less memory, cache-friendly). ``value_stats`` must be per slot (not per row).
+    ``compile``: the fused cost kernel (:func:`cimnas.hw.evaluate`)."""
     if arch.batch_size != hardware.batch_size:
         raise ValueError(f"arch has B = {arch.batch_size}, hardware has B = {hardware.batch_size}")
     probe = workload_from_arch(space, arch[:1], value_stats=value_stats)
-    return evaluate_rows(probe, lambda sl: workload_from_arch(space, arch[sl], value_stats=value_stats), hardware,
-                         reference_compat=reference_compat, per_layer=per_layer, chunk_rows=chunk_rows,
-                         num_threads=num_threads)
+    return evaluate_rows(probe, lambda sl: arch[sl], hardware, reference_compat=reference_compat,
+                         per_layer=per_layer, chunk_rows=chunk_rows, num_threads=num_threads, compile=compile,
+                         lower=_lowering(space, value_stats))
+
+
+_LOWERINGS: dict[Any, Any] = {}
+
+
+def _lowering(space: SearchSpace, value_stats: Any):
+    """``workload_from_arch(space, ·, value_stats=value_stats)`` as one function object per
+    (space, value statistics), so that the fused cost kernel compiles it once."""
+    key = (space, value_stats if isinstance(value_stats, (str, type(None))) else id(value_stats))
+    fn = _LOWERINGS.get(key)
+    if fn is None:
+        if len(_LOWERINGS) > 64:
+            _LOWERINGS.clear()
+        fn = _LOWERINGS[key] = lambda arch: workload_from_arch(space, arch, value_stats=value_stats)
+    return fn
 
 
 __all__ = ["typical_value_stats", "workload_from_arch", "evaluate_arch"]

@@ -1,6 +1,6 @@
 """Objectives of the joint search, all minimised, computed from batched metrics.
 
-The reference family (``shared/reference/cimnas-reference-code.md`` §1.5): ``e``, ``l``, ``a``,
+The reference family (``docs/reference/cimnas-reference-code.md`` §1.5): ``e``, ``l``, ``a``,
 ``el``, ``ela`` (EDAP), ``e_acc``, ``l_acc``, ``a_acc``, ``el_acc``, ``ela_acc`` (= E·L·A / Acc, the
 default). Units: energy in J, latency in s, area in mm² (the reference uses cm²; a constant factor
 that changes no ranking), accuracy as a fraction.

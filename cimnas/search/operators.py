@@ -1,5 +1,5 @@
 """Variation and selection operators with the reference GA's semantics (pymoo 0.6 defaults as used
-by the CIMNAS code, ``shared/reference/cimnas-reference-code.md`` §1.4), batched in torch.
+by the CIMNAS code, ``docs/reference/cimnas-reference-code.md`` §1.4), batched in torch.
 
 All operators act on integer option indices with per-gene bounds ``[lower, upper]``. SBX and
 polynomial mutation run on the indices as *real* numbers and the result is rounded back (the

@@ -22,7 +22,6 @@ The ``table`` command runs the whole 32 -> 7 nm / 32 -> 22 nm matrix for RRAM an
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import math
@@ -34,12 +33,16 @@ from typing import Any, Sequence
 
 import torch
 
+from cimnas.io import atomic_write_text
+from cimnas.io import markdown_table as io_markdown_table
 from cimnas.search.config import OutputConfig, SearchConfig, WandbConfig
 from cimnas.search.evaluator import DesignEvaluator
-from cimnas.search.ga import ConstrainedGA, GAConfig, make_batch, survival_order
+from cimnas.search.ga import GAConfig, make_batch, survival_order
 from cimnas.search.genome import JointGenome
 from cimnas.search.operators import first_occurrence
 from cimnas.search.problem import JointProblem
+from cimnas.search.runner import run_ga
+from cimnas.search.setup import Setup
 
 
 def hardware_space_at_node(hw_space: Any, node_nm: float) -> Any:
@@ -67,6 +70,8 @@ def values_at_node(genome: JointGenome, values: torch.Tensor) -> torch.Tensor:
 
 def read_genomes(results_dir: str | os.PathLike, files: Sequence[str] = ("population.csv", "pareto.csv")) -> torch.Tensor:
     """Distinct genomes of a results folder (final population first, then the Pareto archive)."""
+    from cimnas.models.design import load_designs
+
     rows: list[list[int]] = []
     found = False
     for name in files:
@@ -74,26 +79,15 @@ def read_genomes(results_dir: str | os.PathLike, files: Sequence[str] = ("popula
         if not path.is_file():
             continue
         found = True
-        with path.open() as fh:
-            for r in csv.DictReader(fh):
-                if r.get("genome"):
-                    rows.append([int(v) for v in r["genome"].split()])
+        rows += [d.genome for d in load_designs(path) if d.genome]
     if not found or not rows:
         raise FileNotFoundError(f"{results_dir}: no genomes in {list(files)} (run a search with output.dir there first)")
     values = torch.tensor(rows, dtype=torch.long)
     return values[first_occurrence(values)]
 
 
-@dataclass
-class NodeSetup:
-    """What a search at one node needs (same fields as :class:`cimnas.search.run.Setup`)."""
-
-    config: SearchConfig
-    space: Any
-    hw_space: Any
-    genome: JointGenome
-    evaluator: DesignEvaluator
-    device: torch.device
+#: What a search at one node needs: the search's own set-up (spaces, genome, evaluator).
+NodeSetup = Setup
 
 
 def node_setup(config: SearchConfig, node_nm: float | None, accuracy: Any | None = None) -> NodeSetup:
@@ -107,7 +101,7 @@ def node_setup(config: SearchConfig, node_nm: float | None, accuracy: Any | None
     genome = JointGenome(get_space(config.space), hw_space)
     ev = base.evaluator
     evaluator = DesignEvaluator(genome, ev.accuracy, ev.constraints, value_stats=ev.value_stats,
-                                reference_compat=ev.reference_compat)
+                                reference_compat=ev.reference_compat, hw_compile=ev.hw_compile)
     return NodeSetup(config, base.space, hw_space, genome, evaluator, base.device)
 
 
@@ -156,18 +150,13 @@ def rescore(setup: NodeSetup, values: torch.Tensor) -> Scored:
 
 
 def run_search(setup: NodeSetup, ga: GAConfig, initial: torch.Tensor | None = None,
-               fixed_genes: dict[int, int] | None = None) -> Scored:
-    """The project's GA at this node, from ``initial`` (warm start) or from its own sampling."""
-    start = time.perf_counter()
-    problem = _problem(setup, fixed_genes)
-    algo = ConstrainedGA(problem, ga, initial_values=None if initial is None else initial.to(setup.device))
-    history = []
-    while algo.step_count < ga.generations:
-        algo.step()
-        ev = algo.population.evals
-        history.append(float(ev[0, 0]) if ev[0, problem.cv_column] <= 0 else math.inf)
-    pop = algo.population
-    return Scored(problem, pop.values.clone(), pop.evals.clone(), time.perf_counter() - start, algo.n_evaluations, history)
+               fixed_genes: dict[int, int] | None = None, name: str = "search") -> Scored:
+    """The project's GA (:func:`cimnas.search.runner.run_ga`) at this node, from ``initial``
+    (warm start) or from its own sampling; its checkpoint goes to ``<output.dir>/<name>``."""
+    result = run_ga(setup, name, Path(setup.config.output.dir) / name, ga_config=ga, fixed_genes=fixed_genes,
+                    initial_values=initial)
+    history = [r["best_objective"] if math.isfinite(r["best_objective"]) else math.inf for r in result.history]
+    return Scored(result.problem, result.values, result.evals, result.wall_s, result.n_evaluations, history)
 
 
 @dataclass
@@ -214,7 +203,8 @@ def transfer(config: SearchConfig, source_values: torch.Tensor, node_nm: float, 
         ga = dataclasses.replace(config.ga, generations=warm_generations)
         # the seed rows were evaluated by the re-scoring: the GA's first step evaluates them again
         # (cheap) so the warm search stays the project's GA unchanged
-        warm = run_search(setup, ga, initial=seed, fixed_genes=_fixed_network(setup, seed[0]))
+        warm = run_search(setup, ga, initial=seed, fixed_genes=_fixed_network(setup, seed[0]),
+                          name=f"warm_{node_nm:g}nm")
     return TransferResult(float(node_nm), scored, warm)
 
 
@@ -223,19 +213,17 @@ def compare_with_full(result: TransferResult, config: SearchConfig, accuracy: An
     """Run the full search at the result's node from scratch (``config.ga``) and attach it."""
     setup = node_setup(config, result.node_nm, accuracy)
     fixed = _fixed_network(setup, values_at_node(setup.genome, source_best.view(1, -1))[0]) if source_best is not None else None
-    result.full = run_search(setup, config.ga, fixed_genes=fixed)
+    result.full = run_search(setup, config.ga, fixed_genes=fixed, name=f"full_{result.node_nm:g}nm")
     return result
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, default=float))
 
 
 def _quiet(config: SearchConfig, out: str) -> SearchConfig:
-    return dataclasses.replace(config, output=OutputConfig(dir=out, plots=False, progress=False),
+    return dataclasses.replace(config, output=OutputConfig(dir=out, plots=False, progress=False,
+                                                           checkpoint_every=10**9),  # one checkpoint, at the end
                                wandb=WandbConfig(mode="disabled"), resume=False)
 
 
@@ -255,6 +243,7 @@ def run_table(out_dir: str, popsize: int, generations: int, warm_generations: in
     """Source search at 32 nm, then for each node B: re-score + warm start vs full search."""
     from cimnas.search.cli import parse_config
     from cimnas.search.evaluator import ConstraintConfig
+    from cimnas.search.objectives import ObjectiveConfig
 
     torch.set_num_threads(1)
     rows = []
@@ -263,6 +252,7 @@ def run_table(out_dir: str, popsize: int, generations: int, warm_generations: in
         config = dataclasses.replace(
             config, mode=mode, space=space, hardware=hw_path, predictor=predictor, value_stats=value_stats,
             network=network, constraints=ConstraintConfig(**extra["constraints"]),
+            objective=ObjectiveConfig(name="ela_acc"),  # the table's objective (docs/beyond_the_paper.md)
             ga=dataclasses.replace(config.ga, popsize=popsize, generations=generations, seed=seed))
         config = _quiet(config, f"{out_dir}/{label}")
         source_setup = node_setup(config, None)
@@ -274,7 +264,7 @@ def run_table(out_dir: str, popsize: int, generations: int, warm_generations: in
             row = source_setup.genome.encode_designs([(*resolve_network(source_setup.space, network),
                                                        hardware_dict(source_setup, {}))])[0]
             fixed = _fixed_network(source_setup, row)
-        source = run_search(source_setup, config.ga, fixed_genes=fixed)
+        source = run_search(source_setup, config.ga, fixed_genes=fixed, name="source")
         for node in nodes:
             res = transfer(config, source.values, node, warm_generations)
             compare_with_full(res, config, source_best=source.values[0])
@@ -285,22 +275,19 @@ def run_table(out_dir: str, popsize: int, generations: int, warm_generations: in
             rows.append(s)
             print(json.dumps(s), flush=True)
     _write_json(Path(out_dir) / "transfer_table.json", rows)
-    (Path(out_dir) / "transfer_table.md").write_text(markdown_table(rows))
+    atomic_write_text(Path(out_dir) / "transfer_table.md", markdown_table(rows))
     return rows
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| family | A→B nm | full search at B: best obj / s / evals | re-scored A designs: best obj (gap) / s "
-            "| + warm start: best obj (gap) / s / evals | time saved | evals saved |")
-    lines = [head, "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['family']} | {r['source_node_nm']:g}→{r['node_nm']:g} | {r['full_best_objective']:.4g} / "
-            f"{r['full_s']:.1f} / {r['full_evaluations']} | {r['rescored_best_objective']:.4g} "
-            f"({100 * r['rescore_gap']:+.1f} %) / {r['rescore_s']:.2f} | {r['warm_best_objective']:.4g} "
-            f"({100 * r['transfer_gap']:+.1f} %) / {r['warm_s']:.1f} / {r['warm_evaluations']} | "
-            f"{100 * r['time_saved']:.0f} % | {100 * r['evaluations_saved']:.0f} % |")
-    return "\n".join(lines) + "\n"
+    header = ("family", "A→B nm", "full search at B: best obj / s / evals", "re-scored A designs: best obj (gap) / s",
+              "+ warm start: best obj (gap) / s / evals", "time saved", "evals saved")
+    return io_markdown_table(header, [[
+        r["family"], f"{r['source_node_nm']:g}→{r['node_nm']:g}",
+        f"{r['full_best_objective']:.4g} / {r['full_s']:.1f} / {r['full_evaluations']}",
+        f"{r['rescored_best_objective']:.4g} ({100 * r['rescore_gap']:+.1f} %) / {r['rescore_s']:.2f}",
+        f"{r['warm_best_objective']:.4g} ({100 * r['transfer_gap']:+.1f} %) / {r['warm_s']:.1f} / {r['warm_evaluations']}",
+        f"{100 * r['time_saved']:.0f} %", f"{100 * r['evaluations_saved']:.0f} %"] for r in rows])
 
 
 # ---------------------------------------------------------------------- CLI

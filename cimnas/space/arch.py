@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
@@ -144,14 +144,19 @@ class QuantPolicy:
         return tuple(getattr(self, name)[block] for name in BIT_FIELDS)  # type: ignore[return-value]
 
 
-def _check_keys(what: str, data: dict[str, Any], cls: type) -> None:
-    if not isinstance(data, dict):
-        raise SpaceError(f"{what} must be a mapping, got {type(data).__name__}")
-    allowed = {f.name for f in dataclasses.fields(cls)}
-    missing = sorted(allowed - set(data))
-    unknown = sorted(set(data) - allowed)
+def check_mapping_keys(what: str, data: Any, expected: Sequence[str], error: type[Exception] = SpaceError) -> None:
+    """``data`` must be a mapping with exactly the keys ``expected``; else ``error`` naming
+    ``what``, the missing and unknown keys and the expected ones."""
+    if not isinstance(data, Mapping):
+        raise error(f"{what} must be a mapping with keys {list(expected)}; got {type(data).__name__}")
+    missing = [k for k in expected if k not in data]
+    unknown = sorted(set(data) - set(expected))
     if missing or unknown:
-        raise SpaceError(f"{what}: missing keys {missing}, unknown keys {unknown}; expected keys {sorted(allowed)}")
+        raise error(f"{what}: missing keys {missing}, unknown keys {unknown}; expected keys {list(expected)}")
+
+
+def _check_keys(what: str, data: Any, cls: type) -> None:
+    check_mapping_keys(what, data, [f.name for f in dataclasses.fields(cls)])
 
 
 # ---------------------------------------------------------------------- batched form

@@ -31,6 +31,37 @@ ROLES: dict[str, int] = {"expand": ROLE_EXPAND, "se_reduce": ROLE_SE_REDUCE, "se
 VALUE_ROLES: tuple[str, ...] = ("stem", "expand", "depthwise", "project")
 
 
+@dataclass(frozen=True)
+class BlockPlan:
+    """One elastic block of the space: what the supernet builds and the lowering prices."""
+
+    index: int
+    stage: int
+    index_in_stage: int
+    in_channels: int
+    out_channels: int
+    stride: int
+    max_hidden: int
+    act: str
+    se: bool
+    kind: str  # "mbconv" | "bottleneck"
+    has_shortcut_conv: bool  # a bottleneck whose shortcut needs a 1x1 projection
+
+
+def block_plans(space: SearchSpace) -> list[BlockPlan]:
+    """The elastic blocks of ``space`` in execution order (the supernet's ``blocks``)."""
+    cin, cout, strides = space.block_in_channels, space.block_out_channels, space.block_stride
+    kind = getattr(space, "block_type", "mbconv")
+    out = []
+    for b in range(space.num_blocks):
+        st = space.stages[space.block_stage[b]]
+        out.append(BlockPlan(index=b, stage=space.block_stage[b], index_in_stage=space.block_index_in_stage[b],
+                             in_channels=cin[b], out_channels=cout[b], stride=strides[b], max_hidden=space.max_hidden(b),
+                             act=st.act, se=bool(st.se), kind=kind,
+                             has_shortcut_conv=kind == "bottleneck" and (strides[b] != 1 or cin[b] != cout[b])))
+    return out
+
+
 @dataclass
 class LayerPlan:
     """Per-space static description of the layer slots (cached per space), ``[L]`` tensors."""
@@ -48,6 +79,7 @@ class LayerPlan:
     se_lut: torch.Tensor  # hidden -> SE channels
     names: list[str]
     value_roles: list[str]  # one of VALUE_ROLES per slot
+    blocks: list[BlockPlan]  # the elastic blocks the slots belong to
 
     @property
     def num_slots(self) -> int:
@@ -75,26 +107,26 @@ def layer_plan(space: SearchSpace) -> LayerPlan:
         rows.append((k["depthwise"], 1, 1, space.first_block_kernel, stem, 1, -1, ROLE_FIXED, "first.dw", stem_res))
         rows.append((k["pointwise"], stem, space.first_block_channels, 1, 1, 1, -1, ROLE_FIXED, "first.project",
                      stem_res))
-    cin, cout, strides = space.block_in_channels, space.block_out_channels, space.block_stride
+    blocks = block_plans(space)
     bottleneck = getattr(space, "block_type", "mbconv") == "bottleneck"
-    for b in range(space.num_blocks):
-        st = space.stages[space.block_stage[b]]
+    for blk in blocks:
+        b, cin, cout, stride = blk.index, blk.in_channels, blk.out_channels, blk.stride
         res_in = (lambda r, b=b: space.block_input_resolution(r)[b])
-        res_out = (lambda r, b=b: math.ceil(space.block_input_resolution(r)[b] / strides[b]))
-        if bottleneck:  # conv1 1x1 -> conv2 kxk (stride) -> conv3 1x1 [-> downsample 1x1 on the shortcut]
+        res_out = (lambda r, b=b, s=stride: math.ceil(space.block_input_resolution(r)[b] / s))
+        if blk.kind == "bottleneck":  # conv1 1x1 -> conv2 kxk (stride) -> conv3 1x1 [-> downsample 1x1 on the shortcut]
             kind2 = k["pointwise"] if space.kernel_choices[0] == 1 else k["conv"]
-            rows.append((k["pointwise"], cin[b], 0, 1, 1, 1, b, ROLE_EXPAND, f"blocks.{b}.conv1", res_in))
-            rows.append((kind2, 0, 0, 0, 1, strides[b], b, ROLE_MID, f"blocks.{b}.conv2", res_out))
-            rows.append((k["pointwise"], 0, cout[b], 1, 1, 1, b, ROLE_PROJECT, f"blocks.{b}.conv3", res_out))
-            if strides[b] != 1 or cin[b] != cout[b]:
-                rows.append((k["pointwise"], cin[b], cout[b], 1, 1, 1, b, ROLE_SHORTCUT, f"blocks.{b}.downsample", res_out))
+            rows.append((k["pointwise"], cin, 0, 1, 1, 1, b, ROLE_EXPAND, f"blocks.{b}.conv1", res_in))
+            rows.append((kind2, 0, 0, 0, 1, stride, b, ROLE_MID, f"blocks.{b}.conv2", res_out))
+            rows.append((k["pointwise"], 0, cout, 1, 1, 1, b, ROLE_PROJECT, f"blocks.{b}.conv3", res_out))
+            if blk.has_shortcut_conv:
+                rows.append((k["pointwise"], cin, cout, 1, 1, 1, b, ROLE_SHORTCUT, f"blocks.{b}.downsample", res_out))
             continue
-        rows.append((k["pointwise"], cin[b], 0, 1, 1, 1, b, ROLE_EXPAND, f"blocks.{b}.expand", res_in))
-        rows.append((k["depthwise"], 1, 1, 0, 0, strides[b], b, ROLE_DW, f"blocks.{b}.dw", res_out))
-        if st.se:  # MobileNetV3 order: expand -> depthwise -> SE -> project (as the supernet runs it)
+        rows.append((k["pointwise"], cin, 0, 1, 1, 1, b, ROLE_EXPAND, f"blocks.{b}.expand", res_in))
+        rows.append((k["depthwise"], 1, 1, 0, 0, stride, b, ROLE_DW, f"blocks.{b}.dw", res_out))
+        if blk.se:  # MobileNetV3 order: expand -> depthwise -> SE -> project (as the supernet runs it)
             rows.append((k["pointwise"], 0, 0, 1, 1, 1, b, ROLE_SE_REDUCE, f"blocks.{b}.se_reduce", lambda r: 1))
             rows.append((k["pointwise"], 0, 0, 1, 1, 1, b, ROLE_SE_EXPAND, f"blocks.{b}.se_expand", lambda r: 1))
-        rows.append((k["pointwise"], 0, cout[b], 1, 1, 1, b, ROLE_PROJECT, f"blocks.{b}.project", res_out))
+        rows.append((k["pointwise"], 0, cout, 1, 1, 1, b, ROLE_PROJECT, f"blocks.{b}.project", res_out))
     last = space.last_channels
     final = lambda r: space.final_resolution(r)  # noqa: E731
     if space.final_expand_channels is not None:
@@ -126,12 +158,12 @@ def layer_plan(space: SearchSpace) -> LayerPlan:
         kind=t(0), C=t(1), M=t(2), R=t(3), G=t(4), stride=t(5),
         P_by_res=torch.tensor([[r[9](x) for r in rows] for x in res], dtype=torch.long),
         resolutions=torch.tensor(res, dtype=torch.long), block=t(6), role=t(7), se_lut=se_lut,
-        names=names, value_roles=[value_role(n) for n in names],
+        names=names, value_roles=[value_role(n) for n in names], blocks=blocks,
     )
     _PLAN_CACHE[space] = plan
     return plan
 
 
-__all__ = ["KINDS", "ROLES", "VALUE_ROLES", "LayerPlan", "layer_plan"] + [
+__all__ = ["KINDS", "ROLES", "VALUE_ROLES", "BlockPlan", "block_plans", "LayerPlan", "layer_plan"] + [
     "ROLE_FIXED", "ROLE_EXPAND", "ROLE_SE_REDUCE", "ROLE_SE_EXPAND", "ROLE_DW", "ROLE_PROJECT", "ROLE_MID",
     "ROLE_SHORTCUT"]

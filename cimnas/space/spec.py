@@ -13,17 +13,16 @@ part of the project (supernet, predictor encoding, cost-model workload, genome d
 this module, so it stays free of torch.nn and of any hardware notion.
 
 Sources: the APQ / CIMNAS MobileNetV2 space and the OFA-MobileNetV3 space as summarised in
-``shared/reference/ofa-predictor.md`` §1.1–1.5 and ``cimnas-reference-code.md`` §1.3.
+``docs/reference/ofa-predictor.md`` §1.1–1.5 and ``cimnas-reference-code.md`` §1.3.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
-import torch
 
 #: Order of the four per-block bit-width fields (APQ / CIMNAS convention).
 BIT_FIELDS: tuple[str, ...] = ("pw_w_bits", "pw_a_bits", "dw_w_bits", "dw_a_bits")
@@ -117,8 +116,17 @@ class SearchSpace:
     block_type: str = "mbconv"
     stem_type: str = "conv"
     expand_base: str = "in"
+    # Faithfulness to imported Once-for-All checkpoints (cimnas.models.ofa_import): the BN epsilon
+    # of every BN layer (OFA-ProxylessNAS uses 1e-3) and, for the ResNet-D stem, an identity
+    # shortcut around the middle 3x3 conv (OFA-ResNet50). Defaults keep the existing spaces.
+    bn_eps: float = 1e-5
+    stem_residual: bool = False
 
     def __post_init__(self) -> None:
+        if not self.bn_eps > 0:
+            raise SpaceError(f"bn_eps={self.bn_eps} must be positive")
+        if self.stem_residual and self.stem_type != "resnet_d":
+            raise SpaceError(f"stem_residual=True needs stem_type='resnet_d', got stem_type={self.stem_type!r}")
         _check_choice("block_type", self.block_type, BLOCK_TYPES)
         _check_choice("stem_type", self.stem_type, STEM_TYPES)
         _check_choice("expand_base", self.expand_base, EXPAND_BASES)
@@ -380,8 +388,42 @@ def ofa_resnet50_tiny(**overrides: Any) -> SearchSpace:
     return base.replace(**overrides) if overrides else base
 
 
+def ofa_proxyless_w10(**overrides: Any) -> SearchSpace:
+    """The OFA-ProxylessNAS supernet at width 1.0 with expand ratios {4, 6} (APQ's ``imagenet-OFA``
+    supernet, CIMNAS's network): the ``apq_mbv2`` space (any hidden width in [4 C_in, 6 C_in]) with
+    OFA-ProxylessNAS's BN epsilon 1e-3."""
+    base = apq_mbv2(name="ofa_proxyless_w1.0", bn_eps=1e-3)
+    return base.replace(**overrides) if overrides else base
+
+
+def ofa_proxyless_w13(**overrides: Any) -> SearchSpace:
+    """The released OFA-ProxylessNAS supernet ``ofa_proxyless_d234_e346_k357_w1.3``: the APQ
+    stage widths (``apq_mbv2``) at width 1.3, expand ratios {3, 4, 6}, OFA's BN epsilon 1e-3.
+    Import its checkpoint with ``python -m cimnas.models.ofa_import`` (docs/imagenet.md)."""
+    base = apq_mbv2(name="ofa_proxyless_w1.3", width_mult=1.3, expand_ratios=(3.0, 4.0, 6.0), bn_eps=1e-3)
+    return base.replace(**overrides) if overrides else base
+
+
+def ofa_mbv3_w12(**overrides: Any) -> SearchSpace:
+    """The released OFA-MobileNetV3 supernet ``ofa_mbv3_d234_e346_k357_w1.2`` (width 1.2,
+    resolutions 160..224)."""
+    base = ofa_mbv3(name="ofa_mbv3_w1.2", width_mult=1.2, resolution_choices=tuple(range(160, 225, 4)))
+    return base.replace(**overrides) if overrides else base
+
+
+def ofa_resnet50_w10(**overrides: Any) -> SearchSpace:
+    """The released OFA-ResNet50 supernet at its largest width multiplier (1.0): the structure of
+    :func:`ofa_resnet50` plus OFA's identity shortcut around the middle stem conv. OFA's smaller
+    per-stage widths {0.65, 0.8} and the stem skip are not searched (their weights are slices of
+    these tensors, so an import / export round trip keeps them)."""
+    base = ofa_resnet50(name="ofa_resnet50_w1.0", stem_residual=True)
+    return base.replace(**overrides) if overrides else base
+
+
 PRESETS = {"apq_mbv2": apq_mbv2, "ofa_mbv3": ofa_mbv3, "apq_mbv2_tiny": apq_mbv2_tiny,
-           "ofa_resnet50": ofa_resnet50, "ofa_resnet50_tiny": ofa_resnet50_tiny}
+           "ofa_resnet50": ofa_resnet50, "ofa_resnet50_tiny": ofa_resnet50_tiny,
+           "ofa_proxyless_w1.0": ofa_proxyless_w10, "ofa_proxyless_w1.3": ofa_proxyless_w13, "ofa_mbv3_w1.2": ofa_mbv3_w12,
+           "ofa_resnet50_w1.0": ofa_resnet50_w10}
 
 
 def get_space(name_or_space: "str | SearchSpace | dict", **overrides: Any) -> SearchSpace:

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from cimnas.hw.components.technology import at_node, interp1d
+from cimnas.hw.components.technology import at_node, cached_table, interp1d
 
 ADC_MODELS: tuple[str, ...] = ("neurosim", "survey")
 
@@ -49,8 +49,12 @@ ADCS_PER_BANK = 16
 
 def _per_bit_table(table: dict[int, float], bits: torch.Tensor) -> torch.Tensor:
     """Tabulated values at 3..8 bits, extended by the 2^b law outside (×2 per bit)."""
-    xs = torch.tensor(sorted(table), dtype=torch.float64)
-    ys = torch.log2(torch.tensor([table[k] for k in sorted(table)], dtype=torch.float64))
+    def build(d: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        xs = torch.tensor(sorted(table), dtype=torch.float64)
+        ys = torch.log2(torch.tensor([table[k] for k in sorted(table)], dtype=torch.float64))
+        return xs.to(d), ys.to(d)
+
+    xs, ys = cached_table(("adc_per_bit", tuple(sorted(table.items()))), bits.device, build)
     b = bits.double()
     inside = interp1d(b, xs, ys)
     below = ys[0] + (b - xs[0])
@@ -62,8 +66,10 @@ def neurosim_energy_pj(bits: torch.Tensor, voltage: torch.Tensor, node_nm: torch
                        sram: torch.Tensor | None = None) -> torch.Tensor:
     e = _per_bit_table(NEUROSIM_ENERGY_32NM_PJ, bits)
     e = e * at_node(node_nm, NEUROSIM_ENERGY_NODE_FACTOR)
-    e = e * interp1d(voltage.double(), torch.tensor(NEUROSIM_VOLTAGE, dtype=torch.float64),
-                     torch.tensor(NEUROSIM_VOLTAGE_FACTOR, dtype=torch.float64))
+    xs, ys = cached_table(("adc_voltage", NEUROSIM_VOLTAGE, NEUROSIM_VOLTAGE_FACTOR), voltage.device,
+                          lambda d: (torch.tensor(NEUROSIM_VOLTAGE, dtype=torch.float64, device=d),
+                                     torch.tensor(NEUROSIM_VOLTAGE_FACTOR, dtype=torch.float64, device=d)))
+    e = e * interp1d(voltage.double(), xs, ys)
     if sram is not None:
         e = torch.where(sram, e * at_node(node_nm, NEUROSIM_SRAM_FACTOR, extend=None), e)
     return e
@@ -73,11 +79,17 @@ def neurosim_area_um2(cols: torch.Tensor, bits: torch.Tensor, node_nm: torch.Ten
     """Bank area per macro: one ADC per column."""
     cols_list = sorted(NEUROSIM_AREA_8B_UM2[32])
     nodes = sorted(NEUROSIM_AREA_8B_UM2)
-    log_cols = torch.log2(torch.tensor(cols_list, dtype=torch.float64))
+
+    def build(d: torch.device) -> tuple[torch.Tensor, ...]:
+        log_cols = torch.log2(torch.tensor(cols_list, dtype=torch.float64))
+        logs = [torch.log(torch.tensor([NEUROSIM_AREA_8B_UM2[n][c] for c in cols_list], dtype=torch.float64))
+                for n in nodes]
+        return tuple(t.to(d) for t in (log_cols, *logs))
+
+    log_cols, *log_areas = cached_table(("adc_area", repr(NEUROSIM_AREA_8B_UM2)), cols.device, build)
+    lc = torch.log2(cols.double())
     per_node = []
-    for n in nodes:
-        ys = torch.log(torch.tensor([NEUROSIM_AREA_8B_UM2[n][c] for c in cols_list], dtype=torch.float64))
-        lc = torch.log2(cols.double())
+    for ys in log_areas:
         inside = interp1d(lc, log_cols, ys)
         # beyond the table: linear in the number of ADCs
         edge = torch.where(lc > log_cols[-1], ys[-1] + (lc - log_cols[-1]) * math.log(2),

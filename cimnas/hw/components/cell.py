@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cimnas.hw.components.technology import cached_table
+
 
 @dataclass(frozen=True)
 class CellSpec:
@@ -52,12 +54,14 @@ READ_PULSE_S = 1e-8
 WIRE_OHM_PER_LINE = 4.2
 
 
-def _column(name: str) -> torch.Tensor:
-    return torch.tensor([getattr(c, name) for c in CELLS.values()], dtype=torch.float64)
+def _column(name: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    return cached_table(("cell", name), device, lambda d: torch.tensor([getattr(c, name) for c in CELLS.values()],
+                                                                         dtype=torch.float64, device=d))
 
 
 def is_sram(cell_code: torch.Tensor) -> torch.Tensor:
-    kinds = torch.tensor([c.kind == "sram" for c in CELLS.values()], device=cell_code.device)
+    kinds = cached_table(("cell", "is_sram"), cell_code.device,
+                         lambda d: torch.tensor([c.kind == "sram" for c in CELLS.values()], device=d))
     return kinds[cell_code]
 
 
@@ -65,8 +69,8 @@ def pulse_energies_pj(cell_code: torch.Tensor, rows: torch.Tensor, cols: torch.T
                       read_pulse_s: float = READ_PULSE_S) -> tuple[torch.Tensor, torch.Tensor]:
     """(E_hi, E_lo) in pJ per pulse for each design ``[B]`` (zero for SRAM cells)."""
     dev = cell_code.device
-    r_on, r_off = _column("r_on_ohm").to(dev)[cell_code], _column("r_off_ohm").to(dev)[cell_code]
-    v, r_acc = _column("v_read").to(dev)[cell_code], _column("r_access_ohm").to(dev)[cell_code]
+    r_on, r_off = _column("r_on_ohm", dev)[cell_code], _column("r_off_ohm", dev)[cell_code]
+    v, r_acc = _column("v_read", dev)[cell_code], _column("r_access_ohm", dev)[cell_code]
     r_wire = WIRE_OHM_PER_LINE * (rows.double() + cols.double())
     scale = read_pulse_s * v * v * 1e12
     e_hi = scale / (r_on + r_acc + r_wire)
@@ -83,5 +87,5 @@ def read_energy_pj(e_hi: torch.Tensor, e_lo: torch.Tensor, x_bar: torch.Tensor, 
 
 
 def area_um2(cell_code: torch.Tensor, node_nm: torch.Tensor) -> torch.Tensor:
-    f2 = _column("area_f2").to(cell_code.device)[cell_code]
+    f2 = _column("area_f2", cell_code.device)[cell_code]
     return f2 * (node_nm.double() * 1e-3) ** 2

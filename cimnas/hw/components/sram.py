@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from cimnas.hw.components.technology import at_node, interp1d, log2_bilinear
+from cimnas.hw.components.technology import at_node, cached_table, interp1d, log2_bilinear
 
 GLB_WIDTH_BITS = 2048
 GLB_DEPTHS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
@@ -106,8 +106,9 @@ def tile_buffer(width_bits: torch.Tensor, depth: torch.Tensor, node_nm: torch.Te
 
 
 def _glb_interp(depth: torch.Tensor, values: tuple[float, ...]) -> torch.Tensor:
-    ld = torch.log2(torch.tensor(GLB_DEPTHS, dtype=torch.float64))
-    lv = torch.log(torch.tensor(values, dtype=torch.float64))
+    ld, lv = cached_table(("glb", GLB_DEPTHS, tuple(values)), depth.device,
+                          lambda d: (torch.log2(torch.tensor(GLB_DEPTHS, dtype=torch.float64)).to(d),
+                                     torch.log(torch.tensor(values, dtype=torch.float64)).to(d)))
     x = torch.log2(depth.double())
     inside = interp1d(x, ld, lv)
     hi = lv[-1] + (x - ld[-1]) * (lv[-1] - lv[-2]) / (ld[-1] - ld[-2])

@@ -9,7 +9,25 @@ anchors each component tabulates. Our tables hold [run] values at 7, 22 and 32 n
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
+
+#: Constant tables (interpolation anchors, log-space grids), built once per (table, device) on
+#: first use instead of on every call: they depend on module constants only.
+_TABLES: dict[tuple[Any, Any], Any] = {}
+
+
+def cached_table(key: Any, device: torch.device | str, build: Callable[[torch.device], Any]) -> Any:
+    """``build(device)`` (a tensor or a tuple of tensors) the first time ``key`` is asked for on
+    ``device``, the stored value afterwards. ``key`` must identify the table's contents."""
+    device = torch.device(device)
+    k = (key, device)
+    value = _TABLES.get(k)
+    if value is None:
+        value = _TABLES[k] = build(device)
+    return value
+
 
 #: Nodes (nm) a design may use; anything in [7, 65] is interpolated.
 NODE_RANGE_NM = (7.0, 65.0)
@@ -45,7 +63,8 @@ def node_table(values_by_node: dict[int, float], *, extend: str | None = "energy
 
 
 def at_node(node_nm: torch.Tensor, values_by_node: dict[int, float], extend: str | None = "energy") -> torch.Tensor:
-    xs, ys = node_table(values_by_node, extend=extend)
+    xs, ys = cached_table(("node", tuple(sorted(values_by_node.items())), extend), node_nm.device,
+                          lambda d: tuple(t.to(d) for t in node_table(values_by_node, extend=extend)))
     return interp1d(node_nm, xs, ys)
 
 
@@ -53,9 +72,12 @@ def log2_bilinear(x: torch.Tensor, y: torch.Tensor, xs: list[float], ys: list[fl
                   grid: torch.Tensor) -> torch.Tensor:
     """Bilinear interpolation of ``grid [len(xs), len(ys)]`` in (log2 x, log2 y) with log-valued
     output (power laws between anchors); extrapolates linearly in log space at the edges."""
-    lx = torch.log2(torch.tensor(xs, dtype=torch.float64, device=x.device))
-    ly = torch.log2(torch.tensor(ys, dtype=torch.float64, device=x.device))
-    lg = torch.log(grid.to(device=x.device, dtype=torch.float64))
+    def build(d: torch.device) -> tuple[torch.Tensor, ...]:
+        return (torch.log2(torch.tensor(xs, dtype=torch.float64, device=d)),
+                torch.log2(torch.tensor(ys, dtype=torch.float64, device=d)),
+                torch.log(grid.to(device=d, dtype=torch.float64)), grid)  # grid kept: its id stays unique
+
+    lx, ly, lg, _ = cached_table(("log2_bilinear", tuple(xs), tuple(ys), id(grid)), x.device, build)
     qx, qy = torch.log2(x.double()), torch.log2(y.double())
     i = (torch.searchsorted(lx, qx.contiguous()) ).clamp(1, len(xs) - 1)
     j = (torch.searchsorted(ly, qy.contiguous()) ).clamp(1, len(ys) - 1)

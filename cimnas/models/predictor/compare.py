@@ -12,8 +12,6 @@ predictor (``transfer_from``), one from scratch (output bias = mean accuracy). W
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from cimnas.io import atomic_savefig, atomic_write_json, atomic_write_text, markdown_table, pyplot
 from cimnas.models.predictor.data import PredictorDataModule
 from cimnas.models.predictor.module import PredictorModule
 
@@ -95,29 +94,22 @@ def compare(
             summary.append(entry)
     result = {"held_out_configs": runs[0]["num_configs"] if runs else 0, "seeds": seeds,
               "summary": summary, "runs": runs}
-    tmp = out / "transfer_vs_scratch.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out / "transfer_vs_scratch.json")
+    atomic_write_json(out / "transfer_vs_scratch.json", result)
+    table = markdown_table(
+        ["quantized train samples", "method", "Kendall τ", "Spearman ρ", "RMSE (pt)"],
+        [[e["train_samples"], e["method"], f"{e['kendall']:.3f} ± {e['kendall_std']:.3f}",
+          f"{e['spearman']:.3f} ± {e['spearman_std']:.3f}", f"{100 * e['rmse']:.2f} ± {100 * e['rmse_std']:.2f}"]
+         for e in summary], align=["right", "left", "right", "right", "right"])
     lines = [f"Held-out quantized configurations: {result['held_out_configs']}; mean ± std over seeds {seeds}.",
-             "", "| quantized train samples | method | Kendall τ | Spearman ρ | RMSE (pt) |",
-             "|---:|---|---:|---:|---:|"]
-    for e in summary:
-        lines.append(f"| {e['train_samples']} | {e['method']} | {e['kendall']:.3f} ± {e['kendall_std']:.3f} | "
-                     f"{e['spearman']:.3f} ± {e['spearman_std']:.3f} | "
-                     f"{100 * e['rmse']:.2f} ± {100 * e['rmse_std']:.2f} |")
-    (out / "transfer_vs_scratch.md").write_text("\n".join(lines) + "\n")
+             "", table.rstrip("\n")]
+    atomic_write_text(out / "transfer_vs_scratch.md", "\n".join(lines) + "\n")
     _plot(summary, out / "transfer_vs_scratch.png")
     print("\n".join(lines))
     return result
 
 
 def _plot(summary: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=120)
+    fig, axes = pyplot().subplots(1, 2, figsize=(8, 3.2), dpi=120)
     for method in ("transfer", "scratch"):
         rows = [e for e in summary if e["method"] == method]
         n = [e["train_samples"] for e in rows]
@@ -130,10 +122,7 @@ def _plot(summary: list[dict[str, Any]], path: Path) -> None:
         ax.set_xscale("log")
         ax.legend()
     fig.tight_layout()
-    tmp = path.with_name("tmp_" + path.name)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_savefig(path, fig)
 
 
 def main(args: list[str] | None = None) -> None:

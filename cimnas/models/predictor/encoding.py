@@ -1,6 +1,6 @@
 """One-hot feature encoding of (architecture, quantization policy) batches, APQ layout.
 
-Layout (APQ ``utils/converter.py``, ``shared/reference/ofa-predictor.md`` §4.2):
+Layout (APQ ``utils/converter.py``, ``docs/reference/ofa-predictor.md`` §4.2):
 
     [ kernel one-hot, block-major (NB x |K|)
     | hidden-channel one-hot, block-major (sum_b |hidden_choices(b)|)

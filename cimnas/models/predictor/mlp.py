@@ -1,4 +1,4 @@
-"""APQ-shaped accuracy MLP (``shared/reference/cimnas-reference-code.md`` §1.6).
+"""APQ-shaped accuracy MLP (``docs/reference/cimnas-reference-code.md`` §1.6).
 
     h1 = ReLU(W_arch x_arch + b_arch) [+ W_q x_quant + b_q]       (quant branch: no ReLU)
     h  = ReLU(W_3 ReLU(W_2 h1 + b_2) + b_3)
@@ -33,6 +33,12 @@ class AccuracyMLP(nn.Module):
         )
         self.quantize_fc = nn.Linear(quant_dim, hidden_size) if quant_dim > 0 else None
         self.regressor = nn.Linear(hidden_size, 1)
+        #: Opt-in dtype of the hidden layers in :meth:`forward_indices` (None: the parameters'
+        #: dtype). ``torch.bfloat16`` runs the [B, 400] x [400, 400] matmuls in bf16 (faster on
+        #: CPUs with avx512_bf16 / AMX and on GPUs); the first layer's sums and the regressor stay
+        #: in the parameters' dtype. Agreement with fp32 on the shipped records is tested
+        #: (tests/test_hw_speed.py). Not part of the state dict.
+        self.hidden_dtype: torch.dtype | None = None
 
     @property
     def quantized(self) -> bool:
@@ -66,6 +72,10 @@ class AccuracyMLP(nn.Module):
         # embedding_bag wants rows = input columns, contiguous (a strided view is ~10x slower)
         arch_table = first.weight.t().contiguous()
         quant_table = self.quantize_fc.weight.t().contiguous() if self.quantize_fc is not None else None
+        hidden = self.hidden_dtype if self.hidden_dtype not in (None, first.weight.dtype) else None
+        weights = [(layer[0].bias, layer[0].weight.t()) for layer in self.layers[1:]]
+        if hidden is not None:
+            weights = [(b.to(hidden), w.to(hidden)) for b, w in weights]
         out = []
         for start in range(0, idx.arch_index.shape[0], chunk_size):  # cache-sized row chunks
             rows = slice(start, start + chunk_size)
@@ -75,8 +85,12 @@ class AccuracyMLP(nn.Module):
                 h += F.embedding_bag(idx.quant_index[rows], quant_table,
                                      per_sample_weights=idx.quant_weight[rows], mode="sum")
                 h += self.quantize_fc.bias
-            for layer in self.layers[1:]:
-                h = torch.addmm(layer[0].bias, h, layer[0].weight.t()).relu_()
+            if hidden is not None:
+                h = h.to(hidden)
+            for bias, weight_t in weights:
+                h = torch.addmm(bias, h, weight_t).relu_()
+            if hidden is not None:
+                h = h.to(self.regressor.weight.dtype)
             out.append(torch.addmm(self.regressor.bias, h, self.regressor.weight.t()).squeeze(-1))
         return torch.cat(out)
 

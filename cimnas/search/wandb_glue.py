@@ -1,0 +1,79 @@
+"""Weights & Biases for the search: the mode switch, one run per job, the final summary."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from cimnas.search.config import SearchConfig
+from cimnas.search.designs import write_json
+from cimnas.tracking import wandb_mode
+
+log = logging.getLogger("cimnas.search")
+
+
+#: Metrics far below 1 that the W&B summary table rounds to 0.0: the same values in units that
+#: read as plain numbers (µJ, µs), and EDAP as its base-10 logarithm.
+_SCALED = (("energy_j", "energy_uj", 1e6), ("latency_s", "latency_us", 1e6))
+
+
+def readable_units(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """``energy_uj``, ``latency_us`` and ``log10_edap_j_s_mm2`` of ``metrics`` (where present)."""
+    out: dict[str, float] = {}
+    for key, name, factor in _SCALED:
+        if isinstance(metrics.get(key), (int, float)):
+            out[prefix + name] = float(metrics[key]) * factor
+    edap = metrics.get("edap_j_s_mm2")
+    if isinstance(edap, (int, float)) and edap > 0:
+        out[prefix + "log10_edap_j_s_mm2"] = math.log10(edap)
+    return out
+
+
+def _wandb_mode(config: SearchConfig) -> str:
+    """``$WANDB_MODE`` first (sweep agents set it), then ``wandb.mode`` of the config."""
+    return wandb_mode(os.environ.get("WANDB_MODE") or config.wandb.mode)
+
+
+def _start_wandb(config: SearchConfig, name: str, out_dir: Path) -> Any:
+    mode = _wandb_mode(config)
+    if mode == "disabled":
+        return None
+    import wandb
+
+    return wandb.init(project=config.wandb.project, name=config.wandb.name or f"{name}-{out_dir.name}",
+                      group=config.wandb.group, job_type=name, mode=mode, dir=str(out_dir),
+                      config=config.to_dict(), reinit="finish_previous")
+
+
+def _finish_wandb(run: Any, summary: dict[str, Any], out_dir: Path) -> None:
+    import wandb
+
+    flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))}
+    best = summary.get("best") or {}
+    flat.update({f"best/{k}": v for k, v in best.items() if isinstance(v, (int, float, str, bool))})
+    flat.update(readable_units(best, prefix="best/"))
+    run.summary.update(flat)
+    for plot in summary.get("plots") or []:
+        run.log({f"plots/{Path(plot).stem}": wandb.Image(plot)})
+    if "table" in summary:
+        rows = summary["table"]
+        cols = list(rows[0]) if rows else []
+        run.log({"compare": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
+    pareto_csv = out_dir / "pareto.csv"
+    if pareto_csv.is_file() and pareto_csv.stat().st_size > 0:
+        with open(pareto_csv, newline="") as f:
+            rows = list(csv.reader(f))
+        if len(rows) > 1:
+            run.log({"pareto": wandb.Table(columns=rows[0], data=rows[1:])})
+    # the results folder (minus the W&B run itself) as a versioned artifact of the run
+    artifact = wandb.Artifact(f"search-results-{run.id}", type="search-results")
+    for path in sorted(out_dir.rglob("*")):
+        if path.is_file() and "wandb" not in path.relative_to(out_dir).parts:
+            artifact.add_file(str(path), name=str(path.relative_to(out_dir)))
+    run.log_artifact(artifact)
+    write_json(Path(run.dir) / "search_summary.json", summary)
+    run.finish()
