@@ -22,10 +22,13 @@ def check_predictor_file(path: str, space: Any, device: str = "cpu") -> None:
         return
     if not Path(path).is_file():
         return  # run_search's ArtifactError carries the regeneration hint
-    from cimnas.models.predictor.predictor import AccuracyPredictor
+    from cimnas.inputs import load_torch_file
+    from cimnas.search.evaluator import load_predictor
 
-    predictor = AccuracyPredictor.from_checkpoint(path)
-    if predictor.space.to_dict() != space.to_dict():
+    load_torch_file(path, "predictor")  # a readable torch file, else one line naming what it is
+    predictor = load_predictor(path)  # the search's own loader (every predictor format it takes)
+    pspace = getattr(predictor, "space", None)
+    if pspace is not None and pspace.to_dict() != space.to_dict():
         raise InputError(f"predictor file {str(path)!r} is a predictor of space {predictor.space.name!r}, but the search "
                          f"space is {space.name!r}; pass --predictor of that space")
 
