@@ -208,7 +208,12 @@ def finetune_batch(
     first = sources[0]
     out_dir = Path(output) if output else (first if first.is_dir() else first.parent) / "finetune"
     design_dir = out_dir / "designs"
-    design_dir.mkdir(parents=True, exist_ok=True)
+    from cimnas.inputs import refuse_shipped_output
+
+    refuse_shipped_output(out_dir, "output")
+    for source in sources:
+        if not source.exists():
+            raise FileNotFoundError(f"results {str(source)!r} not found (a search results folder or a design file)")
     supernet_path = resolve_artifact(supernet, "supernet")
     space = load_supernet(supernet_path).space
     designs, seen = [], set()
@@ -221,6 +226,9 @@ def finetune_batch(
                 d.name = f"{source.name if source.is_dir() else source.stem}_{d.name}"
             designs.append(d)
     _fill_predictions(designs, predictor)
+    if len(designs) < top_k * len(sources):
+        print(f"warning: {len(designs)} distinct network(s) found, fewer than top_k={top_k} per source", file=sys.stderr)
+    design_dir.mkdir(parents=True, exist_ok=True)
     # quiet logs by default; the caller's overrides come last and win
     overrides = [f"--model.init_args.supernet={supernet_path}", "--trainer.enable_progress_bar=false",
                  *(overrides or [])]
@@ -285,14 +293,26 @@ def finetune_batch(
     return summary
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None) -> int:
+    """``python -m cimnas.finetune_batch``; user errors as one line (``--debug``: traceback)."""
     from jsonargparse import CLI
 
-    CLI(finetune_batch, args=args, as_positional=False)
+    from cimnas.inputs import run_user_main
+
+    def _run(argv: list[str]) -> int:
+        from jsonargparse import ArgumentParser
+
+        from cimnas.inputs import one_line_errors
+
+        CLI(finetune_batch, args=argv, as_positional=False, allow_abbrev=False,
+            parser_class=one_line_errors(ArgumentParser))
+        return 0
+
+    return run_user_main(_run, args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
 
 
 __all__ = ["finetune_batch", "agreement", "write_table", "collect", "TABLE_COLUMNS", "main"]

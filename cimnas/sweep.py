@@ -283,7 +283,8 @@ def _write_reports(study: Any, study_dir: Path, metric: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cimnas.sweep", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cimnas.sweep", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("sweep", help="W&B sweep YAML")
     parser.add_argument("--n-trials", type=int, default=10, help="trials to have finished in the study")
     parser.add_argument("--study-dir", default=None, help="default: runs/sweeps/<sweep name>")

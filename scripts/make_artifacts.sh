@@ -1,22 +1,40 @@
 #!/usr/bin/env bash
-# Regenerate the shipped default artifacts in cimnas/artifacts/fmnist/ from scratch, in order:
-# supernet -> predictor records -> predictors -> layer value statistics.
+# Regenerate the default artifacts of cimnas/artifacts/fmnist/ from scratch: train everything into
+# one run folder (supernet -> predictor records -> predictors -> layer value statistics), then
+# promote the set over the shipped defaults with `python -m cimnas.promote` — only if no file is
+# worse than the one it replaces (every file is checked before any is copied; FORCE=1 skips the
+# comparison). Nothing is written into cimnas/artifacts/ before the promotion step.
 # CPU (2 threads): about 45 min supernet + ~2.5 h measurements (2,252 float + 1,035 quantized records,
-# resumable: rerun to continue) + 10 min predictors + 1 min statistics
-# on an idle 2-core machine; on a GPU pass
-# e.g. --trainer.accelerator gpu to the train.py steps by editing the configs.
+# resumable: rerun with the same RUN=... to continue) + 10 min predictors + 1 min statistics
+# on an idle 2-core machine; on a GPU pass e.g. --trainer.accelerator gpu to the train.py steps by
+# editing the configs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-$PY train.py fit --config configs/supernet/fmnist.yaml                             # supernet.pt
-$PY -m cimnas.models.supernet_eval --supernet cimnas/artifacts/fmnist/supernet.pt   # accuracy spread report
-rm -f cimnas/artifacts/fmnist/predictor_records_fp.jsonl cimnas/artifacts/fmnist/predictor_records_quant.jsonl
+RUN=${RUN:-runs/make_artifacts/$(date -u +%Y%m%d-%H%M%S)}
+mkdir -p "$RUN"
+echo "run folder: $RUN"
+[ -f "$RUN/supernet/supernet.pt" ] || \
+  $PY train.py fit --config configs/supernet/fmnist.yaml --trainer.default_root_dir "$RUN/supernet"   # supernet.pt
+$PY -m cimnas.models.supernet_eval --supernet "$RUN/supernet/supernet.pt" --out "$RUN/supernet_eval.json"
 # fp and quantized records side by side, one thread each (both resumable: rerun to continue)
-$PY -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist_fp.yaml & fp_pid=$!
-$PY -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist.yaml     # quantized records
-wait "$fp_pid"                                                                            # fp records
-$PY train.py fit --config configs/predictor/fmnist_fp.yaml                           # predictor_fp.pt
-$PY train.py fit --config configs/predictor/fmnist_quant.yaml                        # predictor.pt (transfer)
-$PY -m cimnas.search.value_stats                                                     # value_stats.pt
-echo "artifacts regenerated in cimnas/artifacts/fmnist/"
+$PY -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist_fp.yaml \
+  --supernet "$RUN/supernet/supernet.pt" --output "$RUN/predictor_records_fp.jsonl" & fp_pid=$!
+$PY -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist.yaml \
+  --supernet "$RUN/supernet/supernet.pt" --output "$RUN/predictor_records_quant.jsonl"
+wait "$fp_pid"
+$PY train.py fit --config configs/predictor/fmnist_fp.yaml --trainer.default_root_dir "$RUN/predictor_fp" \
+  --data.init_args.records "[$RUN/predictor_records_fp.jsonl]"                           # predictor_fp.pt
+$PY train.py fit --config configs/predictor/fmnist_quant.yaml --trainer.default_root_dir "$RUN/predictor" \
+  --data.init_args.records "[$RUN/predictor_records_quant.jsonl]" \
+  --model.init_args.transfer_from "$RUN/predictor_fp/predictor_fp.pt"                   # predictor.pt (transfer)
+$PY -m cimnas.search.value_stats --supernet "$RUN/supernet/supernet.pt" --out "$RUN/value_stats.pt"
+# promotion: check the whole set, then copy it (FORCE=1: replace even better files)
+FLAGS=(); [ "${FORCE:-0}" = 1 ] && FLAGS=(--force)
+SET=("supernet $RUN/supernet/supernet.pt" "records_fp $RUN/predictor_records_fp.jsonl"
+     "records_quant $RUN/predictor_records_quant.jsonl" "predictor_fp $RUN/predictor_fp/predictor_fp.pt"
+     "predictor $RUN/predictor/predictor.pt" "value_stats $RUN/value_stats.pt")
+for item in "${SET[@]}"; do set -- $item; $PY -m cimnas.promote --kind "$1" --from "$2" --check "${FLAGS[@]}"; done
+for item in "${SET[@]}"; do set -- $item; $PY -m cimnas.promote --kind "$1" --from "$2" "${FLAGS[@]}"; done
+echo "artifacts promoted from $RUN into cimnas/artifacts/fmnist/"

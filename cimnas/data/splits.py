@@ -4,15 +4,68 @@
 on; supernet validation and predictor measurements use it); ``test``: the official test set.
 The held-out indices depend only on the data-set size, ``val_size`` and ``seed``, so every job
 (supernet training, predictor measurement, fine-tuning) sees the same split.
+
+Training data order is a pure function of ``(seed, epoch)`` and each image's augmentation of
+``(seed, epoch, index)`` (:class:`EpochSampler`, :class:`EpochSeededDataset`), so a job resumed
+from a mid-epoch checkpoint sees exactly the batches, in the same order and with the same random
+crops, that the uninterrupted job would have seen: the loader skips the batches the checkpoint's
+``global_step`` already trained on.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import math
+
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+_MIX = 1_000_003
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation of ``range(n)`` drawn from ``(seed, epoch)`` (Lightning calls
+    :meth:`set_epoch` each epoch); yields ``epoch * n + index`` so :class:`EpochSeededDataset`
+    knows the epoch of each draw. ``skip(k)`` drops the first ``k`` indices of the next pass
+    (a mid-epoch resume)."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch, self._skip = int(n), int(seed), 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def skip(self, k: int) -> None:
+        self._skip = max(0, int(k))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * _MIX + self.epoch))
+        start, self._skip = self._skip, 0
+        base = self.epoch * self.n
+        return iter((base + perm[start:]).tolist())
+
+
+class EpochSeededDataset(Dataset):
+    """Index ``epoch * n + i`` returns ``base[i]`` with the global RNG seeded from
+    ``(seed, epoch, i)`` (and restored afterwards): random augmentations do not depend on which
+    images were drawn before, or on the global RNG state."""
+
+    def __init__(self, base: Dataset, seed: int = 0) -> None:
+        self.base, self.seed, self.n = base, int(seed), len(base)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        epoch, i = divmod(int(index), self.n)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * _MIX + epoch) * _MIX + i)
+            return self.base[i]
 
 
 def heldout_split(num_items: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,15 +140,40 @@ class SplitDataModule(L.LightningDataModule):
         self.test_set = Subset(test_plain, test_idx.tolist())
 
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int, seed_offset: int = 0) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed + seed_offset) if shuffle else None
+        # always a generator of its own: a loader without one draws its workers' base seed from the
+        # global RNG on every pass, which would make the global RNG depend on evaluation history
+        generator = torch.Generator().manual_seed(self.seed + seed_offset)
         return DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
             generator=generator, persistent_workers=self.num_workers > 0, drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches; order and augmentation reproducible per (seed, epoch), and a
+        loader built while the trainer resumes mid-epoch skips the batches already trained on."""
         self.setup()
-        return self._loader(self.train_set, True, self.batch_size)
+        sampler = EpochSampler(len(self.train_set), self.seed)
+        done = self._batches_done_in_epoch()
+        if done:
+            sampler.skip(done * self.batch_size)
+        return DataLoader(EpochSeededDataset(self.train_set, self.seed), batch_size=self.batch_size, sampler=sampler,
+                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
+                          persistent_workers=self.num_workers > 0, drop_last=False)
+
+    def _batches_done_in_epoch(self) -> int:
+        """Training batches of the current epoch a restored trainer has already run (0 unless it
+        resumes mid-epoch; one optimizer step per batch, as the project's modules do)."""
+        trainer = getattr(self, "_trainer", None) or getattr(self, "trainer", None)
+        if trainer is None or getattr(trainer, "ckpt_path", None) is None or trainer.accumulate_grad_batches != 1:
+            return 0
+        per_epoch = math.ceil(len(self.train_set) / self.batch_size)
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            per_epoch = min(per_epoch, limit)
+        elif limit is not None and limit < 1.0:
+            per_epoch = int(per_epoch * limit)
+        done = trainer.global_step - trainer.current_epoch * per_epoch
+        return done if 0 < done < per_epoch else 0
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
@@ -110,7 +188,8 @@ class SplitDataModule(L.LightningDataModule):
         subset of ``num_images`` split into batches (OFA: 2,000 images in batches of 200)."""
         self.setup()
         idx = take_subset(torch.arange(len(self.train_eval_set)), num_images, seed, "num_images")
-        loader = DataLoader(Subset(self.train_eval_set, idx.tolist()), batch_size=batch_size, shuffle=False)
+        loader = DataLoader(Subset(self.train_eval_set, idx.tolist()), batch_size=batch_size, shuffle=False,
+                            generator=torch.Generator().manual_seed(seed))
         return [x for x, _ in loader]
 
 

@@ -147,8 +147,39 @@ def from_results(path: str, compat: bool) -> tuple[list[dict[str, Any]], dict[st
     return recs, summary
 
 
+def read_design_file(path: str) -> list[dict[str, Any]]:
+    """The design objects of one file; errors name the file (missing, not JSON, one of the
+    reference's nine hardware genes missing: the cost model would silently use its default;
+    the fields a search keeps fixed, absent from its ``best.json``, take the defaults of
+    :class:`~cimnas.hw.HardwareParams`)."""
+    from cimnas.hw.params import REFERENCE_GENES
+    from cimnas.inputs import InputError
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"design file {path!r} not found")
+    try:
+        obj = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"design file {path!r}: not valid JSON ({err})") from None
+    objs = obj if isinstance(obj, list) else [obj]
+    for i, o in enumerate(objs):
+        where = f"design file {path!r}" + (f" [{i}]" if isinstance(obj, list) else "")
+        if not isinstance(o, dict) or not isinstance(o.get("hardware"), dict):
+            raise InputError(f"{where}: field 'hardware' missing or not a mapping")
+        missing = [f for f in REFERENCE_GENES if f not in o["hardware"]]
+        if missing:
+            raise InputError(f"{where}: hardware fields {missing} missing; a design must name the genes "
+                             f"{list(REFERENCE_GENES)}")
+    return objs
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cimnas.experiments.hw_evaluate", description=__doc__.split("\n")[0])
+    from cimnas.inputs import pop_debug
+
+    argv, debug = pop_debug(argv)
+    p = argparse.ArgumentParser(prog="python -m cimnas.experiments.hw_evaluate", description=__doc__.split("\n")[0],
+                                allow_abbrev=False)
     p.add_argument("designs", nargs="*", help="design JSON files (object or list of objects)")
     p.add_argument("--key", action="append", default=[], help="a reference key A_... (repeatable)")
     p.add_argument("--from-results", metavar="FILE", help="re-score a reference results JSON")
@@ -164,17 +195,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         records: list[dict[str, Any]] = []
         for path in args.designs:
-            obj = json.loads(Path(path).read_text())
-            records += score_design_objects(obj if isinstance(obj, list) else [obj], args.reference_compat,
-                                            args.value_stats)
+            records += score_design_objects(read_design_file(path), args.reference_compat, args.value_stats)
         if args.key:
             records += score_keys(args.key, args.reference_compat)
         summary = None
         if args.from_results:
             recs, summary = from_results(args.from_results, args.reference_compat)
             records += recs
-    except (ReferenceKeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ReferenceKeyError, ValueError, FileNotFoundError, IsADirectoryError) as exc:
+        if debug:
+            raise
+        from cimnas.inputs import one_line
+
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     for r in records:
         out = r if args.full else {k: r[k] for k in ("key", *SUMMARY_KEYS, "value_stats", "reference") if k in r}

@@ -35,6 +35,10 @@ REFERENCE_GENES = ("voltage", "bits_per_cell", "cycle_s", "rows", "cols", "route
                    "tiles_per_group", "macros_per_tile", "glb_depth_words")
 
 
+#: Fields a hardware-space YAML may leave out (the reference's only weight memory is on chip).
+OPTIONAL_YAML_FIELDS = ("weight_memory",)
+
+
 class HardwareError(ValueError):
     """A hardware description that is malformed or outside the modelled range."""
 
@@ -280,10 +284,36 @@ class HardwareSpace:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "HardwareSpace":
+        """Load a hardware space YAML. It must name every hardware field (as a gene or fixed),
+        except ``weight_memory`` (default ``on_chip``): a missing field would otherwise silently
+        take the code's default. Errors name the file."""
         import yaml
 
-        with open(path) as fh:
-            return cls.from_dict(yaml.safe_load(fh))
+        p = Path(path)
+        if not p.is_file():
+            raise HardwareError(f"hardware space file {str(p)!r} not found; shipped: configs/hw/*.yaml")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise HardwareError(f"hardware space file {str(p)!r}: YAML syntax error{where}: {problem}") from None
+        if not isinstance(data, dict):
+            raise HardwareError(f"hardware space file {str(p)!r}: expected a mapping with 'genes' and 'fixed', "
+                                f"found {type(data).__name__}")
+        try:
+            genes, fixed = dict(data.get("genes") or {}), dict(data.get("fixed") or {})
+        except (TypeError, ValueError):
+            raise HardwareError(f"hardware space file {str(p)!r}: 'genes' and 'fixed' must be mappings") from None
+        missing = [f for f in FIELDS if f not in genes and f not in fixed and f not in OPTIONAL_YAML_FIELDS]
+        if missing:
+            raise HardwareError(f"hardware space file {str(p)!r}: fields {missing} are neither genes nor fixed; a "
+                                f"hardware YAML must name every field of {[f for f in FIELDS if f not in OPTIONAL_YAML_FIELDS]}")
+        try:
+            return cls.from_dict(data)
+        except HardwareError as err:
+            raise HardwareError(f"hardware space file {str(p)!r}: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "genes": {k: list(v) for k, v in self.genes.items()}, "fixed": dict(self.fixed)}

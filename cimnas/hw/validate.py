@@ -186,7 +186,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cimnas.hw.validate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m cimnas.hw.validate", description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("records", help="records JSON (top-level 'records' list)")
     p.add_argument("--per-record", action="store_true", help="also print every component per record")
     p.add_argument("--json", action="store_true", help="print the comparison rows as JSON")

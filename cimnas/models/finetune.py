@@ -142,6 +142,11 @@ class FinetuneModule(L.LightningModule):
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer={optimizer!r} is not allowed; allowed values: ['sgd', 'adam']")
         self.save_hyperparameters()
+        from cimnas.inputs import refuse_shipped_output
+
+        refuse_shipped_output(output_dir, "model.init_args.output_dir")
+        if output_dir is None and not isinstance(design, dict):
+            refuse_shipped_output(Path(str(design)).parent / "x", "the design file's folder (the default output_dir)")
         self.supernet_path = resolve_artifact(supernet, "supernet")
         source = load_supernet(self.supernet_path)
         self.design: Design = load_design(design, space=source.space)
@@ -350,18 +355,27 @@ class FinetuneModule(L.LightningModule):
                                        "quantization": self.policy.to_dict(), "options": self.supernet_options}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("cimnas_design")
-        if saved is not None and (saved["architecture"] != self.arch.to_dict()
-                                  or saved["quantization"] != self.policy.to_dict()):
-            raise ValueError("checkpoint was fine-tuned for another design (architecture / quantization differ from "
-                             f"{self.design_path})")
+        self.check_checkpoint(checkpoint, getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None)
         self._prepared = True
+
+    def check_checkpoint(self, checkpoint: dict[str, Any], source: Any) -> None:
+        """A fine-tuning checkpoint of this design, else one line naming the file."""
+        from cimnas.inputs import InputError
+
+        saved = checkpoint.get("cimnas_design")
+        if saved is None:
+            raise InputError(f"checkpoint {source!r}: field 'cimnas_design' missing; not a fine-tuning checkpoint")
+        if saved["architecture"] != self.arch.to_dict() or saved["quantization"] != self.policy.to_dict():
+            raise InputError(f"checkpoint {source!r} was fine-tuned for another design (architecture / quantization "
+                             f"differ from {self.design_path})")
 
 
 if __name__ == "__main__":  # `python -m cimnas.models.finetune fit ...` = train.py (the batch mode uses it)
-    from cimnas.cli import train_cli
+    import sys
 
-    train_cli()
+    from cimnas.cli import main
+
+    sys.exit(main())
 
 
 __all__ = ["FinetuneModule", "DEFAULT_SUPERNET", "resolve_artifact", "result_path_for", "update_json"]

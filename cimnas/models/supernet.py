@@ -642,39 +642,82 @@ def supernet_record(model: OFASupernet) -> dict[str, Any]:
     return {"format": SUPERNET_FORMAT, "space": model.space.to_dict(), "options": _options(model)}
 
 
-def save_supernet(model: OFASupernet, path: str | os.PathLike) -> Path:
-    """Write the supernet (plain state dict + space as a dict) atomically; loadable with
-    ``torch.load(weights_only=True)``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_supernet(model: OFASupernet, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
+    """Write the supernet (plain state dict + space as a dict, plus ``meta``: e.g. the validation
+    metrics it was exported with, which ``python -m cimnas.promote`` compares) atomically;
+    loadable with ``torch.load(weights_only=True)``."""
+    from cimnas.io import atomic_torch_save
+
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     record = {**supernet_record(model), "state_dict": state}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(record, tmp)
-    os.replace(tmp, path)
-    return path
+    if meta:
+        record["meta"] = dict(meta)
+    return atomic_torch_save(path, record)
 
 
-def supernet_from_record(record: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None) -> OFASupernet:
+def supernet_from_record(record: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None,
+                         source: str = "supernet") -> OFASupernet:
+    """Rebuild a supernet; a state dict of another space / configuration fails with one line
+    naming ``source`` and the first missing, unexpected or mis-shaped tensor."""
+    from cimnas.inputs import InputError
+
     if record.get("format") != SUPERNET_FORMAT:
-        raise ValueError(f"unknown supernet format {record.get('format')!r}; expected {SUPERNET_FORMAT!r}")
-    model = OFASupernet(SearchSpace.from_dict(record["space"]), **record.get("options", {}))
+        raise InputError(f"{source}: unknown supernet format {record.get('format')!r}; expected {SUPERNET_FORMAT!r}")
+    try:
+        model = OFASupernet(SearchSpace.from_dict(record["space"]), **record.get("options", {}))
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"{source}: field 'space' / 'options' does not describe a supernet ({err})") from err
     if state_dict is not None:
+        check_state_dict(model, state_dict, source)
         model.load_state_dict(state_dict)
     return model
 
 
-def load_supernet(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> OFASupernet:
-    """Load a file written by :func:`save_supernet`, or a Lightning checkpoint of
-    :class:`cimnas.models.supernet_module.OFASupernetModule`."""
-    obj = torch.load(path, map_location=map_location, weights_only=True)
+def check_state_dict(model: torch.nn.Module, state_dict: dict[str, Any], source: str) -> None:
+    """``state_dict`` must hold exactly ``model``'s tensors with the same shapes."""
+    from cimnas.inputs import InputError
+
+    if not isinstance(state_dict, dict):
+        raise InputError(f"{source}: field 'state_dict' must be a dict of tensors, found {type(state_dict).__name__}")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        raise InputError(f"{source}: state_dict does not match its space ({len(missing)} tensors missing, e.g. "
+                         f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})")
+    for k, v in expected.items():
+        found = state_dict[k]
+        if not isinstance(found, torch.Tensor) or found.shape != v.shape:
+            shape = list(found.shape) if isinstance(found, torch.Tensor) else type(found).__name__
+            raise InputError(f"{source}: tensor {k!r} has shape {shape}, expected {list(v.shape)} (a checkpoint of "
+                             "another supernet configuration?)")
+
+
+def load_supernet_record(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[OFASupernet, dict[str, Any]]:
+    """:func:`load_supernet` plus the file's ``meta`` (empty for files without one)."""
+    from cimnas.inputs import InputError, load_torch_file
+
+    source = f"supernet file {str(path)!r}"
+    obj = load_torch_file(path, "supernet", map_location=map_location)
+    if not isinstance(obj, dict):
+        raise InputError(f"{source}: expected a dict written by save_supernet, found {type(obj).__name__}")
     if "format" in obj:
-        return supernet_from_record(obj, obj["state_dict"])
+        if "state_dict" not in obj:
+            raise InputError(f"{source}: field 'state_dict' missing")
+        return supernet_from_record(obj, obj["state_dict"], source), dict(obj.get("meta") or {})
     if "cimnas_supernet" in obj and "state_dict" in obj:  # Lightning checkpoint of our module
         prefix = "supernet."
         state = {k[len(prefix):]: v for k, v in obj["state_dict"].items() if k.startswith(prefix)}
-        return supernet_from_record(obj["cimnas_supernet"], state)
-    raise ValueError(f"{path}: neither a save_supernet file nor a Lightning checkpoint of OFASupernetModule")
+        return supernet_from_record(obj["cimnas_supernet"], state, source), {}
+    raise InputError(f"{source}: neither a save_supernet file (field 'format' = {SUPERNET_FORMAT!r}) nor a Lightning "
+                     f"checkpoint of OFASupernetModule (field 'cimnas_supernet'); found fields {sorted(map(str, obj))[:8]}")
+
+
+def load_supernet(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> OFASupernet:
+    """Load a file written by :func:`save_supernet`, or a Lightning checkpoint of
+    :class:`cimnas.models.supernet_module.OFASupernetModule`; a bad file fails with one line
+    (:class:`cimnas.inputs.InputError`) naming the file and the field or tensor."""
+    return load_supernet_record(path, map_location)[0]
 
 
 # ---------------------------------------------------------------------- hardware workload
@@ -692,7 +735,8 @@ def collect_workload(supernet: OFASupernet, arch: Architecture, policy: QuantPol
 
 
 __all__ = [
-    "PhaseSpec", "default_phases", "DynamicMBConv", "DynamicBottleneck", "ResidualConvBNAct", "OFASupernet", "recalibrate_bn", "evaluate_accuracy",
-    "fit_resolution", "save_supernet", "load_supernet", "supernet_record", "supernet_from_record",
+    "PhaseSpec", "default_phases", "DynamicMBConv", "DynamicBottleneck", "ResidualConvBNAct", "OFASupernet", "recalibrate_bn",
+    "evaluate_accuracy", "fit_resolution", "save_supernet", "load_supernet", "load_supernet_record", "supernet_record",
+    "supernet_from_record", "check_state_dict",
     "collect_workload", "SUPERNET_FORMAT",
 ]

@@ -39,6 +39,9 @@ def evaluate_reference_subnets(
     match the training data module). ``threads``: torch intra-op threads (1 on a shared CPU:
     OpenMP barriers make small convs much slower with more threads than free cores). Writes
     JSON to ``out`` when given. ``channels_last``: NHWC evaluation (faster on CPU)."""
+    from cimnas.inputs import refuse_shipped_output
+
+    refuse_shipped_output(out, "out")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     net = load_supernet(supernet)
@@ -67,5 +70,23 @@ def evaluate_reference_subnets(
     return results
 
 
+def _one_line_parser() -> type:
+    from jsonargparse import ArgumentParser
+
+    from cimnas.inputs import one_line_errors
+
+    return one_line_errors(ArgumentParser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cimnas.models.supernet_eval``; user errors as one line (``--debug``: traceback)."""
+    from cimnas.inputs import run_user_main
+
+    return run_user_main(lambda args: auto_cli(evaluate_reference_subnets, args=args, allow_abbrev=False,
+                                                 parser_class=_one_line_parser()) and 0, argv)
+
+
 if __name__ == "__main__":
-    auto_cli(evaluate_reference_subnets)
+    import sys
+
+    sys.exit(main())

@@ -74,7 +74,9 @@ class OFASupernetModule(L.LightningModule):
         init_from: weights-only start (a ``save_supernet`` file or a checkpoint of this module).
         channels_last: run the supernet in NHWC layout (:meth:`OFASupernet.use_channels_last`;
             1.2-2.7x faster on CPU, same results).
-        export_path: where :func:`save_supernet` writes the final supernet after ``fit``.
+        export_path: where :func:`save_supernet` writes the final supernet after ``fit``
+            (default ``<run folder>/supernet.pt``; never inside the shipped artifacts: promote a
+            trained supernet with ``python -m cimnas.promote --kind supernet``).
     """
 
     def __init__(
@@ -99,6 +101,9 @@ class OFASupernetModule(L.LightningModule):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
+        from cimnas.inputs import refuse_shipped_output
+
+        refuse_shipped_output(export_path, "model.init_args.export_path")
         phase_list = [p if isinstance(p, PhaseSpec) else PhaseSpec(**p) for p in (phases or default_phases())]
         if not phase_list:
             raise ValueError("phases must contain at least one phase")
@@ -108,6 +113,10 @@ class OFASupernetModule(L.LightningModule):
         self.phases = phase_list
         self.space = get_space(space, **(space_overrides or {}))
         self.supernet = OFASupernet(self.space, kernel_transform, per_channel_weights, dropout)
+        if init_from:  # validate the start file now, before the job writes anything
+            from cimnas.models.supernet import check_state_dict
+
+            check_state_dict(self.supernet, load_supernet(init_from).state_dict(), f"init_from {init_from!r}")
         if channels_last:
             self.supernet.use_channels_last()
         self.metrics = torch.nn.ModuleDict({
@@ -347,15 +356,47 @@ class OFASupernetModule(L.LightningModule):
         checkpoint["cimnas_phase"] = {"entered_phase": self.entered_phase, "channels_sorted": self.channels_sorted}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        source = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+        self.check_checkpoint(checkpoint, source)
         state = checkpoint.get("cimnas_phase", {})
         self.entered_phase = int(state.get("entered_phase", -1))
         self.channels_sorted = bool(state.get("channels_sorted", False))
 
+    def check_checkpoint(self, checkpoint: dict[str, Any], source: Any) -> None:
+        """A checkpoint of this module with the same space and supernet options, else one line."""
+        from cimnas.inputs import InputError
+
+        saved = checkpoint.get("cimnas_supernet")
+        if saved is None:
+            raise InputError(f"checkpoint {source!r}: field 'cimnas_supernet' missing; not a checkpoint of "
+                             "OFASupernetModule")
+        if saved.get("space") != self.space.to_dict() or saved.get("options") != supernet_record(self.supernet)["options"]:
+            found = (saved.get("space") or {}).get("name")
+            raise InputError(f"checkpoint {source!r} holds a supernet of space {found!r} with options "
+                             f"{saved.get('options')}, but this job's config builds space {self.space.name!r} with "
+                             f"options {supernet_record(self.supernet)['options']}; resume with the same config")
+
+    def export_file(self) -> str:
+        """Where the end-of-fit export goes: ``export_path``, else ``<run folder>/supernet.pt``."""
+        import os
+
+        return self.hparams.export_path or os.path.join(self.trainer.default_root_dir, "supernet.pt")
+
     def on_fit_end(self) -> None:
-        path = self.hparams.export_path
-        if path and self.trainer.is_global_zero:
-            save_supernet(self.supernet, path)
-            rank_zero_info(f"supernet saved to {path}")
+        if not self.trainer.is_global_zero:
+            return
+        path = self.export_file()
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()
+                   if k.startswith("val/") and v.numel() == 1}
+        dm = self.trainer.datamodule
+        val_images = None
+        if dm is not None and getattr(dm, "val_set", None) is not None:
+            val_images = len(dm.val_set)
+        meta = {"val_metrics": metrics, "val_acc": metrics.get("val/acc"), "val_images": val_images,
+                "global_step": int(self.global_step), "epochs": int(self.current_epoch),
+                "run_dir": str(self.trainer.default_root_dir)}
+        save_supernet(self.supernet, path, meta=meta)
+        rank_zero_info(f"supernet saved to {path} (val/acc {meta['val_acc']})")
 
 
 __all__ = ["OFASupernetModule", "soft_cross_entropy", "VAL_SUBNETS"]

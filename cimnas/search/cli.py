@@ -28,9 +28,11 @@ from cimnas.search.config import SearchConfig  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
+    from cimnas.inputs import one_line_errors
+
+    parser = one_line_errors(ArgumentParser)(
         prog="search.py", description="Joint search over network x quantization x CIM hardware (CIMNAS).",
-        default_env=False,
+        default_env=False, allow_abbrev=False,
     )
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (later flags override it)")
     parser.add_class_arguments(SearchConfig, as_group=False)
@@ -46,27 +48,27 @@ def parse_config(argv: Sequence[str] | None = None) -> SearchConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, run; bad input (config values, missing files) exits with status 2 and one line
-    ``error: ...`` naming the field or file, never a traceback."""
+    """Parse, validate the input files (:mod:`cimnas.search.validate_inputs`), run; bad input
+    (config values, missing or malformed files, an unavailable device) exits with status 2 and
+    one line ``error: ...`` naming the field or file, never a traceback (``--debug`` shows it)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from cimnas.hw import HardwareError
-    from cimnas.space import SpaceError
-    from cimnas.search.evaluator import ArtifactError
-    from cimnas.search.genome import GenomeError
-    from cimnas.search.objectives import ObjectiveError
+    from cimnas.inputs import one_line, pop_debug, user_error_types
+    from cimnas.search.validate_inputs import check_search_inputs
 
+    args, debug = pop_debug(argv)
     try:
-        config = parse_config(argv)
-    except ValueError as exc:  # dataclass validation (ga.*, objective.*, constraints.*, ...)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from cimnas.search.run import ResultsFolderError, run_search
+        from cimnas.inputs import check_config_files
 
-    try:
+        check_config_files(args)
+        config = parse_config(args)
+        check_search_inputs(config)
+        from cimnas.search.run import run_search
+
         run_search(config)
-    except (ArtifactError, FileNotFoundError, SpaceError, GenomeError, ObjectiveError, HardwareError,
-            ResultsFolderError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except user_error_types() as exc:  # ValueError covers HardwareError, SpaceError, GenomeError, ObjectiveError
+        if debug:
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 0
 

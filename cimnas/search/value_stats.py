@@ -8,7 +8,10 @@ bit width runs calibration images, ``workload_from_module`` records each layer's
 the histograms are averaged over the images.
 
     python -m cimnas.search.value_stats --supernet cimnas/artifacts/fmnist/supernet.pt \\
-        --out cimnas/artifacts/fmnist/value_stats.pt [--images 8]
+        [--out runs/value_stats/<timestamp>/value_stats.pt] [--images 8]
+
+The output never goes into the shipped artifacts; ``python -m cimnas.promote --kind value_stats``
+copies it over the default.
 """
 
 from __future__ import annotations
@@ -54,26 +57,66 @@ def measure_value_stats(supernet: Any, images: torch.Tensor, recalibration: torc
     }
 
 
-def load_value_stats(path: str | os.PathLike, space: SearchSpace | None = None) -> dict[str, torch.Tensor]:
-    """Read a ``value_stats.pt`` file (weights_only) and return the tensors ``workload_from_arch`` takes."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or "input_hist" not in data or "weight_hist" not in data:
-        raise ValueError(f"{path}: not a value-statistics file (needs 'input_hist' and 'weight_hist' [L, 31])")
+NUM_BINS = 31
+
+
+def check_value_stats(data: Any, path: str | os.PathLike, space: SearchSpace | None = None) -> dict[str, torch.Tensor]:
+    """Validate a loaded statistics dict: both histograms ``[L, 31]`` (L = the space's layer
+    slots), finite, non-negative, each row summing to 1; the recorded space must match."""
+    from cimnas.inputs import InputError, check_tensor, require_mapping
+
+    require_mapping(data, path, "value statistics", ("input_hist", "weight_hist"))
     if space is not None and data.get("space", space.name) != space.name:
-        raise ValueError(f"{path}: statistics of space {data.get('space')!r}, but the search space is {space.name!r}")
+        raise InputError(f"value statistics file {str(path)!r}: field 'space' is {data.get('space')!r}, but the "
+                         f"search space is {space.name!r}")
+    slots = None
+    if space is not None:
+        from cimnas.space.layers import layer_plan
+
+        slots = len(layer_plan(space).names)
+    for key in ("input_hist", "weight_hist"):
+        value = data[key]
+        check_tensor(value, path, "value statistics", key, [slots, NUM_BINS])
+        if bool((value < 0).any()):
+            raise InputError(f"value statistics file {str(path)!r}: tensor {key} has negative entries; expected "
+                             "histograms (non-negative, rows summing to 1)")
+        sums = value.double().sum(-1)
+        if not bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-3)):
+            raise InputError(f"value statistics file {str(path)!r}: rows of tensor {key} sum to "
+                             f"{float(sums.min()):.4g}..{float(sums.max()):.4g}, expected 1 (normalised histograms)")
     return {k: data[k] for k in ("input_hist", "weight_hist")}
 
 
+def load_value_stats(path: str | os.PathLike, space: SearchSpace | None = None) -> dict[str, torch.Tensor]:
+    """Read a ``value_stats.pt`` file (weights_only) and return the tensors ``workload_from_arch``
+    takes; a file of another space or shape fails with one line naming file and tensor."""
+    from cimnas.inputs import load_torch_file
+
+    return check_value_stats(load_torch_file(path, "value statistics"), path, space)
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Measure per-slot layer value statistics for the search.")
+    ap = argparse.ArgumentParser(prog="python -m cimnas.search.value_stats", allow_abbrev=False,
+                                 description="Measure per-slot layer value statistics for the search.")
     ap.add_argument("--supernet", default="cimnas/artifacts/fmnist/supernet.pt")
-    ap.add_argument("--out", default="cimnas/artifacts/fmnist/value_stats.pt")
+    ap.add_argument("--out", default=None, help="output file (default runs/value_stats/<timestamp>/value_stats.pt)")
     ap.add_argument("--images", type=int, default=8, help="calibration images (held-out split)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
+    import datetime as _dt
+
     from cimnas.data.fashion_mnist import FashionMNISTDataModule
+    from cimnas.inputs import InputError, refuse_shipped_output
+    from cimnas.io import atomic_torch_save
     from cimnas.models.supernet import load_supernet
+
+    if args.images <= 0:
+        raise InputError(f"--images={args.images} must be a positive number of images")
+    if args.out is None:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        args.out = f"runs/value_stats/{stamp}/value_stats.pt"
+    refuse_shipped_output(args.out, "--out")
 
     supernet = load_supernet(args.supernet)
     space = supernet.space
@@ -83,13 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     dm.setup("fit")
     images = next(iter(dm.val_dataloader()))[0]
     stats = measure_value_stats(supernet, images[: args.images], recalibration=images)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(stats, tmp)
-    os.replace(tmp, out)
+    out = atomic_torch_save(args.out, stats)
     print(f"wrote {out}: {tuple(stats['input_hist'].shape)} input / weight histograms from {args.images} images")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from cimnas.inputs import run_user_main
+
+    sys.exit(run_user_main(main))

@@ -115,7 +115,7 @@ def agreement(a: str, b: str, label_images: int | None = None) -> dict[str, floa
 def main(args: list[str] | None = None) -> None:
     from jsonargparse import CLI
 
-    CLI(agreement, args=args, as_positional=False)
+    CLI(agreement, args=args, as_positional=False, allow_abbrev=False)
 
 
 if __name__ == "__main__":

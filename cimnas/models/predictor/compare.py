@@ -128,7 +128,7 @@ def _plot(summary: list[dict[str, Any]], path: Path) -> None:
 def main(args: list[str] | None = None) -> None:
     from jsonargparse import CLI
 
-    CLI(compare, args=args, as_positional=False)
+    CLI(compare, args=args, as_positional=False, allow_abbrev=False)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from cimnas.models.predictor.encoding import ArchEncoder
-from cimnas.models.predictor.records import read_records, records_to_batch
+from cimnas.models.predictor.records import check_records, read_records, records_to_batch
 from cimnas.space import get_space
 
 
@@ -72,7 +72,7 @@ class PredictorDataModule(L.LightningDataModule):
             if not Path(path).exists():
                 raise FileNotFoundError(f"records file {path} does not exist; run "
                                         "`python -m cimnas.models.predictor.measure` first")
-            for r in read_records(path):
+            for r in check_records(read_records(path), path, self.space, self.quantized):
                 if r["key"] not in seen:
                     seen.add(r["key"])
                     records.append(r)

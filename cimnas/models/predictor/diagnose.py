@@ -108,7 +108,7 @@ def diagnose(
 def main(args: list[str] | None = None) -> None:
     from jsonargparse import CLI
 
-    CLI(diagnose, args=args, as_positional=False)
+    CLI(diagnose, args=args, as_positional=False, allow_abbrev=False)
 
 
 if __name__ == "__main__":

@@ -215,8 +215,12 @@ def measure(
     """
     import lightning as L
 
+    from cimnas.inputs import check_device, refuse_shipped_output
     from cimnas.models.supernet import load_supernet
 
+    refuse_shipped_output(output, "output")
+    if accelerator in ("gpu", "cuda"):
+        check_device("cuda", "accelerator")
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     fabric = L.Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes)
@@ -266,11 +270,22 @@ def measure(
 def main(args: list[str] | None = None) -> None:
     from jsonargparse import CLI
 
-    CLI(measure, args=args, as_positional=False)
+    from jsonargparse import ArgumentParser
+
+    from cimnas.inputs import check_config_files, one_line_errors
+
+    import sys
+
+    check_config_files(sys.argv[1:] if args is None else args)
+    CLI(measure, args=args, as_positional=False, allow_abbrev=False, parser_class=one_line_errors(ArgumentParser))
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from cimnas.inputs import run_user_main
+
+    sys.exit(run_user_main(main))
 
 
 __all__ = ["measure", "measure_shard", "merge_shards", "sample_design", "shard_path", "SupernetEvaluator"]

@@ -52,7 +52,9 @@ class PredictorModule(L.LightningModule):
             point: in accuracy units the loss gradients are ~1e-5 and Adam's weight decay
             shrinks the network to a constant prediction (measured on 1,105 Fashion-MNIST
             records: held-out Kendall tau NaN after 300 epochs).
-        export_path: where to write the :class:`AccuracyPredictor` checkpoint after ``fit``.
+        export_path: where to write the :class:`AccuracyPredictor` checkpoint after ``fit``
+            (default ``<run folder>/predictor.pt``, or ``predictor_fp.pt`` for a full-precision
+            one; never inside the shipped artifacts: promote with ``python -m cimnas.promote``).
         report: write the held-out report (JSON + scatter PNG) after ``fit``.
     """
 
@@ -71,6 +73,9 @@ class PredictorModule(L.LightningModule):
         standardize_targets: bool = True,
     ) -> None:
         super().__init__()
+        from cimnas.inputs import refuse_shipped_output
+
+        refuse_shipped_output(export_path, "model.init_args.export_path")
         if quant_branch_init not in QUANT_BRANCH_INITS:
             raise ValueError(f"quant_branch_init={quant_branch_init!r}; allowed values: {list(QUANT_BRANCH_INITS)}")
         if transfer_from is not None and not quantized:
@@ -79,6 +84,11 @@ class PredictorModule(L.LightningModule):
         self.model = AccuracyPredictor(space, quantized=quantized, hidden_size=hidden_size, num_layers=num_layers)
         if transfer_from is not None:
             fp = AccuracyPredictor.from_checkpoint(transfer_from, map_location="cpu")
+            if fp.space.to_dict() != self.model.space.to_dict():
+                from cimnas.inputs import InputError
+
+                raise InputError(f"transfer_from={transfer_from!r}: a predictor of space {fp.space.name!r}, but this "
+                                 f"predictor is of space {self.model.space.name!r}")
             if fp.quantized:
                 raise ValueError(f"transfer_from={transfer_from} is already quantization-aware; "
                                  "give a full-precision predictor checkpoint")
@@ -169,11 +179,18 @@ class PredictorModule(L.LightningModule):
             from cimnas.io import write_metrics_file
 
             write_metrics_file({f"held_out_{k}": v for k, v in self.last_report["metrics"].items()})
-        if self.hparams.export_path:
+        path = self.export_file()
+        if path:
             predictor = self.export_predictor()
             predictor.meta = {"hparams": {k: v for k, v in self.hparams.items()}, "report": self.last_report,
                               "target_mean": float(self.target_mean), "target_std": float(self.target_std)}
-            predictor.save(self.hparams.export_path)
+            predictor.save(path)
+
+    def export_file(self) -> str:
+        """``export_path``, else ``<run folder>/predictor.pt`` (``predictor_fp.pt`` when full precision)."""
+        if self.hparams.export_path:
+            return self.hparams.export_path
+        return os.path.join(self.trainer.default_root_dir, "predictor.pt" if self.hparams.quantized else "predictor_fp.pt")
 
 
 def held_out_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:

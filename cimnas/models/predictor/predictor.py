@@ -115,13 +115,24 @@ class AccuracyPredictor(nn.Module):
                         space: SearchSpace | str | dict | None = None) -> "AccuracyPredictor":
         """Load a predictor checkpoint (ours, a Lightning one, or APQ's bare state dict) with
         ``weights_only=True``; ``space`` overrides the space stored in (or implied by) the file."""
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        from cimnas.inputs import InputError, load_torch_file, require_mapping
+
+        data = load_torch_file(path, "predictor", map_location=map_location)
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: not a predictor checkpoint (got {type(data).__name__})")
+            raise InputError(f"predictor file {str(path)!r}: expected a dict (format {CHECKPOINT_FORMAT!r}), "
+                             f"found {type(data).__name__}")
         if data.get("format") == CHECKPOINT_FORMAT:
-            mlp = AccuracyMLP(**data["mlp"])
-            mlp.load_state_dict(data["state_dict"], strict=True)
-            model = cls(space if space is not None else data["space"], mlp=mlp, meta=data.get("meta"))
+            require_mapping(data, path, "predictor", ("mlp", "state_dict", "space"))
+            try:
+                mlp = AccuracyMLP(**data["mlp"])
+                mlp.load_state_dict(data["state_dict"], strict=True)
+            except (TypeError, RuntimeError, KeyError) as err:
+                raise InputError(f"predictor file {str(path)!r}: field 'state_dict' does not match field 'mlp' "
+                                 f"{data['mlp']}: {' '.join(str(err).split())[:200]}") from err
+            try:
+                model = cls(space if space is not None else data["space"], mlp=mlp, meta=data.get("meta"))
+            except ValueError as err:
+                raise InputError(f"predictor file {str(path)!r}: {err}") from err
         elif "state_dict" in data and "hyper_parameters" in data:  # Lightning checkpoint
             hp = data["hyper_parameters"]
             sd = {k[len("model.mlp."):]: v for k, v in data["state_dict"].items() if k.startswith("model.mlp.")}
@@ -131,7 +142,7 @@ class AccuracyPredictor(nn.Module):
             model = cls.from_state_dict(data, space if space is not None else "apq_mbv2",
                                         meta={"source": f"APQ state dict {path}"})
         else:
-            raise ValueError(f"{path}: unknown predictor checkpoint; expected format {CHECKPOINT_FORMAT!r}, "
+            raise InputError(f"predictor file {str(path)!r}: unknown predictor checkpoint; expected format {CHECKPOINT_FORMAT!r}, "
                              "a Lightning checkpoint or an APQ state dict (layers.0.0.weight, ...)")
         return model.to(map_location).eval()
 

@@ -71,8 +71,38 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             if lineno == len(lines):  # the unterminated tail of an interrupted write
                 continue
-            raise ValueError(f"{path}:{lineno}: not a JSON record") from None
+            from cimnas.inputs import InputError
+
+            raise InputError(f"records file {str(path)!r} line {lineno}: not a JSON record "
+                             f"(starts {line[:30]!r})") from None
     return out
+
+
+def check_records(records: list[dict[str, Any]], path: str | os.PathLike, space: SearchSpace | None = None,
+                  quantized: bool | None = None) -> list[dict[str, Any]]:
+    """Every record must hold ``key``, ``arch`` and a finite ``accuracy`` in [0, 1], be of
+    ``space`` and (with ``quantized``) carry a policy exactly when quantized; one line per
+    failure naming file, line and field."""
+    import math
+
+    from cimnas.inputs import InputError
+
+    for i, r in enumerate(records, 1):
+        where = f"records file {str(path)!r} record {i}"
+        if not isinstance(r, dict):
+            raise InputError(f"{where}: expected a JSON object, found {type(r).__name__}")
+        for key in ("key", "arch", "accuracy"):
+            if key not in r:
+                raise InputError(f"{where}: field {key!r} missing; found fields {sorted(r)[:10]}")
+        acc = r["accuracy"]
+        if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not math.isfinite(acc) or not 0.0 <= acc <= 1.0:
+            raise InputError(f"{where}: field 'accuracy'={acc!r}, expected a top-1 fraction in [0, 1]")
+        if space is not None and r.get("space", space.name) != space.name:
+            raise InputError(f"{where}: field 'space' is {r.get('space')!r}, expected {space.name!r}")
+        if quantized is not None and quantized and r.get("policy") is None:
+            raise InputError(f"{where}: field 'policy' is null (a full-precision measurement), but the job is "
+                             "quantized; use the quantized records or set quantized: false")
+    return records
 
 
 class RecordWriter:
