@@ -1,4 +1,4 @@
-"""The once-for-all MobileNet supernet built from a :class:`~cimnas.space.SearchSpace`.
+"""The once-for-all supernet built from a :class:`~cimnas.space.SearchSpace`.
 
 One set of weights at the largest size; :meth:`OFASupernet.set_active` selects a subnet
 (depth per stage, kernel and hidden width per block) and optionally its per-block bit widths;
@@ -17,288 +17,29 @@ Typical use (how the predictor measures accuracies)::
 
 from __future__ import annotations
 
-import copy
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from cimnas.models.dynamic_ops import (
-    DynamicBatchNorm,
-    DynamicConv2d,
-    DynamicDepthwiseConv,
-    DynamicPointwiseConv,
-    DynamicSE,
-    _BatchStats,
-)
+from cimnas.models.dynamic_ops import DynamicBatchNorm
+from cimnas.models.elastic_blocks import DynamicBottleneck, DynamicMBConv, ResidualConvBNAct, _export_fixed
+from cimnas.models.evaluation import _model_device, evaluate_accuracy, fit_resolution, recalibrate_bn
+from cimnas.models.phases import HIDDEN_MODES, SAMPLERS, PhaseSpec, _phase_by_name, default_phases
 from cimnas.models.quant import FULL_PRECISION, QuantConv2d, QuantLinear
+from cimnas.models.static import ClassifierHead, ConvBNAct, StaticMBConv, StaticSubnet, make_act, signed_after
 from cimnas.models.workload_trace import workload_from_module
 from cimnas.space import Architecture, QuantPolicy, SearchSpace, SpaceError, get_space
 from cimnas.space.layers import layer_plan
-from cimnas.models.static import (
-    ClassifierHead,
-    ConvBNAct,
-    StaticBottleneck,
-    StaticMBConv,
-    StaticSE,
-    StaticSubnet,
-    make_act,
-    shortcut,
-    signed_after,
-)
 
 SUPERNET_FORMAT = "cimnas.supernet/1"
 
 # ---------------------------------------------------------------------- sampling constraints
 
-HIDDEN_MODES = ("max", "upper", "all")
-#: How a phase picks the subnets of one training step (see :class:`PhaseSpec`).
-SAMPLERS = ("sandwich", "random")
-
-
-@dataclass
-class PhaseSpec:
-    """One progressive-shrinking phase: which part of the space is sampled, and how it trains.
-
-    ``kernels`` / ``depths`` restrict the space's choices (None = all); ``hidden`` is ``max``
-    (largest hidden width only), ``upper`` (the upper half of each block's choices) or ``all``;
-    ``quantize`` samples bit widths together with architectures. ``subnets_per_step`` subnets
-    are trained per batch: ``sampler='sandwich'`` takes the phase's largest and smallest, then
-    random ones; ``sampler='random'`` takes them all at random (OFA's ``dynamic_batch_size``: 1,
-    2 and 4 random subnets per step in the kernel, depth and width phases, no sandwich; OFA
-    §3.1, docs/reference/ofa-predictor.md). ``kd`` distils each non-largest subnet from the
-    phase's largest one (with ``random``, a no-grad forward of the largest gives the targets). ``sort_channels`` re-sorts hidden channels by
-    importance when the phase starts (OFA §2.3). ``lr`` is the peak learning rate, decayed by a
-    cosine over the phase after ``warmup_epochs`` of linear warm-up.
-    """
-
-    name: str
-    epochs: int = 1
-    kernels: list[int] | None = None
-    depths: list[int] | None = None
-    hidden: str = "all"
-    quantize: bool = False
-    subnets_per_step: int = 1
-    kd: bool = True
-    sort_channels: bool = False
-    lr: float = 0.05
-    warmup_epochs: float = 0.0
-    sampler: str = "sandwich"
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"phase {self.name!r}: sampler={self.sampler!r} is not allowed; allowed values: {list(SAMPLERS)}")
-        if self.hidden not in HIDDEN_MODES:
-            raise ValueError(f"phase {self.name!r}: hidden={self.hidden!r} is not allowed; allowed values: {list(HIDDEN_MODES)}")
-        if self.epochs < 0:
-            raise ValueError(f"phase {self.name!r}: epochs={self.epochs} must be >= 0")
-        if self.subnets_per_step < 1:
-            raise ValueError(f"phase {self.name!r}: subnets_per_step={self.subnets_per_step} must be >= 1")
-
-
-def default_phases() -> list[PhaseSpec]:
-    """The progressive-shrinking order (full → kernel → depth → width → quantization-aware),
-    one epoch each; configs scale epochs and learning rates."""
-    return [
-        PhaseSpec("full", kernels=[7], depths=[4], hidden="max", subnets_per_step=1, kd=False, lr=0.1),
-        PhaseSpec("kernel", depths=[4], hidden="max", subnets_per_step=2, lr=0.03),
-        PhaseSpec("depth", hidden="max", subnets_per_step=2, lr=0.03),
-        PhaseSpec("width", hidden="all", subnets_per_step=4, sort_channels=True, lr=0.03),
-        PhaseSpec("quant", hidden="all", subnets_per_step=4, quantize=True, lr=0.01),
-    ]
-
-
-def _phase_by_name(name: str) -> PhaseSpec:
-    table = {p.name: p for p in default_phases()}
-    if name not in table:
-        raise ValueError(f"phase={name!r} is not allowed; allowed values: {sorted(table)}")
-    return table[name]
-
 
 # ---------------------------------------------------------------------- the elastic block
-
-
-class DynamicMBConv(nn.Module):
-    """Elastic inverted-residual block: 1×1 expand → k×k depthwise → [SE] → 1×1 project."""
-
-    def __init__(self, in_channels: int, out_channels: int, max_hidden: int, kernel_choices: tuple[int, ...],
-                 stride: int, act: str, se: bool, divisor: int, kernel_transform: bool = True,
-                 per_channel: bool = True, bn_eps: float = 1e-5):
-        super().__init__()
-        self.in_channels, self.out_channels, self.max_hidden = in_channels, out_channels, max_hidden
-        self.stride, self.act_name, self.divisor = stride, act, divisor
-        self.expand = DynamicPointwiseConv(in_channels, max_hidden, True, per_channel)
-        self.bn1 = DynamicBatchNorm(max_hidden, eps=bn_eps)
-        self.dw = DynamicDepthwiseConv(max_hidden, kernel_choices, stride, kernel_transform,
-                                       signed_after(act), per_channel)
-        self.bn2 = DynamicBatchNorm(max_hidden, eps=bn_eps)
-        self.se = DynamicSE(max_hidden, divisor, signed_after(act), per_channel) if se else None
-        self.project = DynamicPointwiseConv(max_hidden, out_channels, signed_after(act), per_channel)
-        self.bn3 = DynamicBatchNorm(out_channels, eps=bn_eps)
-        self.act = make_act(act)
-        self.residual = stride == 1 and in_channels == out_channels
-        self.active_hidden = max_hidden
-        self.active_kernel = max(kernel_choices)
-        self.active_bits: tuple[int, int, int, int] | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pw_w, pw_a, dw_w, dw_a = self.active_bits or (None, None, None, None)
-        h = self.act(self.bn1(self.expand(x, self.active_hidden, pw_w, pw_a)))
-        h = self.act(self.bn2(self.dw(h, self.active_kernel, dw_w, dw_a)))
-        if self.se is not None:
-            h = self.se(h, pw_w, pw_a)
-        h = self.bn3(self.project(h, self.out_channels, pw_w, pw_a))
-        return h + x if self.residual else h
-
-    def export(self) -> StaticMBConv:
-        """Static copy of the active block (sliced / transformed weights, sliced BN)."""
-        hid, k = self.active_hidden, self.active_kernel
-        pw_w, pw_a, dw_w, dw_a = self.active_bits or (FULL_PRECISION,) * 4
-        with torch.no_grad():
-            expand = _static_conv(self.expand, self.expand.active_weight(self.in_channels, hid), 1, 1, pw_w, pw_a)
-            dw = _static_conv(self.dw, self.dw.active_weight(hid, k), self.stride, hid, dw_w, dw_a)
-            project = _static_conv(self.project, self.project.active_weight(hid, self.out_channels), 1, 1, pw_w, pw_a)
-            se = None
-            if self.se is not None:
-                mid = self.se.mid_channels(hid)
-                reduce = _static_conv(self.se.reduce, self.se.reduce.active_weight(hid, mid), 1, 1, pw_w, pw_a,
-                                      bias=self.se.reduce.bias[:mid])
-                expand_se = _static_conv(self.se.expand, self.se.expand.active_weight(mid, hid), 1, 1, pw_w, pw_a,
-                                         bias=self.se.expand.bias[:hid])
-                se = StaticSE(reduce, expand_se)
-        return StaticMBConv(
-            ConvBNAct(expand, self.bn1.export(hid), make_act(self.act_name)),
-            ConvBNAct(dw, self.bn2.export(hid), make_act(self.act_name)),
-            se,
-            ConvBNAct(project, self.bn3.export(self.out_channels), None),
-            self.residual,
-        )
-
-    @torch.no_grad()
-    def sort_channels(self) -> None:
-        """Permute hidden channels by importance (L1 norm of their project-conv weights,
-        descending) so that every hidden width keeps the most important ones (OFA §2.3).
-        The block's function at every width that includes all channels is unchanged."""
-        importance = self.project.weight.abs().sum(dim=(0, 2, 3))
-        perm = torch.argsort(importance, descending=True)
-        self.expand.weight.copy_(self.expand.weight[perm])
-        self.dw.weight.copy_(self.dw.weight[perm])
-        self.project.weight.copy_(self.project.weight[:, perm])
-        for bn in (self.bn1, self.bn2):
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                t = getattr(bn.bn, name)
-                t.copy_(t[perm])
-        if self.se is not None:
-            se = self.se
-            se.reduce.weight.copy_(se.reduce.weight[:, perm])
-            se.expand.weight.copy_(se.expand.weight[perm])
-            se.expand.bias.copy_(se.expand.bias[perm])
-            se_perm = torch.argsort(se.expand.weight.abs().sum(dim=(0, 2, 3)), descending=True)
-            se.reduce.weight.copy_(se.reduce.weight[se_perm])
-            se.reduce.bias.copy_(se.reduce.bias[se_perm])
-            se.expand.weight.copy_(se.expand.weight[:, se_perm])
-
-
-class DynamicBottleneck(nn.Module):
-    """Elastic ResNet bottleneck (OFA-ResNet50): 1×1 (in → hidden) → k×k stride s (hidden →
-    hidden) → 1×1 (hidden → out), shortcut identity or ResNet-D avg-pool + 1×1 conv; ReLU.
-    Bits: the 1×1 convs (and the shortcut conv) use the block's ``pw_*`` bits, the k×k conv the
-    ``dw_*`` bits (it is the block's spatial conv)."""
-
-    def __init__(self, in_channels: int, out_channels: int, max_hidden: int, kernel_size: int, stride: int,
-                 act: str, per_channel: bool = True, bn_eps: float = 1e-5):
-        super().__init__()
-        self.in_channels, self.out_channels, self.max_hidden = in_channels, out_channels, max_hidden
-        self.stride, self.act_name = stride, act
-        signed = signed_after(act)  # the block input is the previous block's ReLU output
-        self.conv1 = DynamicPointwiseConv(in_channels, max_hidden, signed, per_channel)
-        self.bn1 = DynamicBatchNorm(max_hidden, eps=bn_eps)
-        self.conv2 = DynamicConv2d(max_hidden, max_hidden, kernel_size, stride, signed, per_channel)
-        self.bn2 = DynamicBatchNorm(max_hidden, eps=bn_eps)
-        self.conv3 = DynamicPointwiseConv(max_hidden, out_channels, signed, per_channel)
-        self.bn3 = DynamicBatchNorm(out_channels, eps=bn_eps)
-        self.downsample = self.downsample_bn = None
-        if stride != 1 or in_channels != out_channels:
-            self.downsample = DynamicPointwiseConv(in_channels, out_channels, signed, per_channel)
-            self.downsample_bn = DynamicBatchNorm(out_channels, eps=bn_eps)
-        self.act = make_act(act)
-        self.active_hidden = max_hidden
-        self.active_kernel = kernel_size
-        self.active_bits: tuple[int, int, int, int] | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pw_w, pw_a, dw_w, dw_a = self.active_bits or (None, None, None, None)
-        h = self.act(self.bn1(self.conv1(x, self.active_hidden, pw_w, pw_a)))
-        h = self.act(self.bn2(self.conv2(h, self.active_hidden, dw_w, dw_a)))
-        h = self.bn3(self.conv3(h, self.out_channels, pw_w, pw_a))
-        down = None
-        if self.downsample is not None:
-            down = lambda t: self.downsample_bn(self.downsample(t, self.out_channels, pw_w, pw_a))  # noqa: E731
-        return self.act(h + shortcut(x, down, self.stride))
-
-    def export(self) -> StaticBottleneck:
-        hid = self.active_hidden
-        pw_w, pw_a, dw_w, dw_a = self.active_bits or (FULL_PRECISION,) * 4
-        with torch.no_grad():
-            c1 = _static_conv(self.conv1, self.conv1.active_weight(self.in_channels, hid), 1, 1, pw_w, pw_a)
-            c2 = _static_conv(self.conv2, self.conv2.active_weight(hid, hid), self.stride, 1, dw_w, dw_a)
-            c3 = _static_conv(self.conv3, self.conv3.active_weight(hid, self.out_channels), 1, 1, pw_w, pw_a)
-            down = None
-            if self.downsample is not None:
-                d = _static_conv(self.downsample, self.downsample.active_weight(self.in_channels, self.out_channels),
-                                 1, 1, pw_w, pw_a)
-                down = ConvBNAct(d, self.downsample_bn.export(self.out_channels), None)
-        return StaticBottleneck(
-            ConvBNAct(c1, self.bn1.export(hid), make_act(self.act_name)),
-            ConvBNAct(c2, self.bn2.export(hid), make_act(self.act_name)),
-            ConvBNAct(c3, self.bn3.export(self.out_channels), None),
-            down, self.stride)
-
-    @torch.no_grad()
-    def sort_channels(self) -> None:
-        """Sort hidden channels by the L1 norm of their conv3 weights (descending)."""
-        perm = torch.argsort(self.conv3.weight.abs().sum(dim=(0, 2, 3)), descending=True)
-        self.conv1.weight.copy_(self.conv1.weight[perm])
-        self.conv2.weight.copy_(self.conv2.weight[perm][:, perm])
-        self.conv3.weight.copy_(self.conv3.weight[:, perm])
-        for bn in (self.bn1, self.bn2):
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                t = getattr(bn.bn, name)
-                t.copy_(t[perm])
-
-
-class ResidualConvBNAct(ConvBNAct):
-    """``x + act(BN(conv(x)))``: OFA-ResNet50's middle stem conv (``SearchSpace.stem_residual``)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x) + x
-
-
-def _static_conv(src: nn.Module, weight: torch.Tensor, stride: int, groups: int, weight_bits: int,
-                 input_bits: int, bias: torch.Tensor | None = None) -> QuantConv2d:
-    out_ch, in_per_group, k, _ = weight.shape
-    conv = QuantConv2d(in_per_group * groups, out_ch, k, stride=stride, groups=groups, bias=bias is not None,
-                       input_signed=src.input_quantizer.signed, weight_bits=weight_bits,
-                       input_bits=input_bits, per_channel=src.per_channel)
-    conv.weight.copy_(weight)
-    if bias is not None:
-        conv.bias.copy_(bias)
-    conv.input_quantizer.load_state_dict(src.input_quantizer.state_dict())
-    return conv
-
-
-def _export_fixed(module: nn.Module) -> nn.Module:
-    """Deep copy of a fixed part with every DynamicBatchNorm turned into a BatchNorm2d."""
-    out = copy.deepcopy(module)
-    for name, child in list(out.named_modules()):
-        for attr, sub in list(child.named_children()):
-            if isinstance(sub, DynamicBatchNorm):
-                setattr(child, attr, sub.export(sub.max_channels))
-    return out
 
 
 # ---------------------------------------------------------------------- the supernet
@@ -541,94 +282,6 @@ class OFASupernet(nn.Module):
 # ---------------------------------------------------------------------- BN recalibration / eval
 
 
-def _images(batch: Any) -> torch.Tensor:
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
-def fit_resolution(x: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Bilinear resize of a batch to ``resolution`` (no-op when it already has that size)."""
-    if x.shape[-1] == resolution and x.shape[-2] == resolution:
-        return x
-    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable[Any], max_batches: int | None = None,
-                   sync_distributed: bool | None = None) -> int:
-    """Reset the BN statistics of the active subnet to the exact batch statistics averaged over
-    ``batches`` (tensors or ``(images, labels)`` tuples), weighted by batch size (OFA §2.4).
-    Under an initialised process group the sums are all-reduced. Returns the images used."""
-    layers = [m for m in model.modules() if isinstance(m, DynamicBatchNorm)]
-    if not layers:
-        raise ValueError("recalibrate_bn needs a model with DynamicBatchNorm layers (an OFASupernet)")
-    resolution = getattr(getattr(model, "active_arch", None), "resolution", None)
-    device = _model_device(model)
-    was_training = model.training
-    model.eval()
-    for layer in layers:
-        layer.calibration = _BatchStats()
-    seen = 0
-    try:
-        for i, batch in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
-            x = _images(batch).to(device)
-            if resolution is not None:
-                x = fit_resolution(x, resolution)
-            model(x)
-            seen += x.shape[0]
-        if seen == 0:
-            raise ValueError("recalibrate_bn received no batches")
-        if sync_distributed is None:
-            sync_distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        for layer in layers:
-            stats = layer.calibration
-            if stats.mean_sum is None:  # layer of a skipped block
-                continue
-            mean_sum, var_sum = stats.mean_sum, stats.var_sum
-            count = torch.tensor(float(stats.count), device=mean_sum.device)
-            if sync_distributed:
-                for t in (mean_sum, var_sum, count):
-                    torch.distributed.all_reduce(t)
-            c = mean_sum.shape[0]
-            layer.bn.running_mean[:c] = mean_sum / count
-            layer.bn.running_var[:c] = var_sum / count
-    finally:
-        for layer in layers:
-            layer.calibration = None
-        model.train(was_training)
-    return seen
-
-
-@torch.no_grad()
-def evaluate_accuracy(model: nn.Module, batches: Iterable[Any], max_batches: int | None = None) -> float:
-    """Top-1 accuracy (fraction) of ``model`` in eval mode over ``(images, labels)`` batches,
-    resized to the active resolution when the model is a supernet."""
-    resolution = getattr(getattr(model, "active_arch", None), "resolution", None)
-    device = _model_device(model)
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    try:
-        for i, (x, y) in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
-            x, y = x.to(device), y.to(device)
-            if resolution is not None:
-                x = fit_resolution(x, resolution)
-            correct += int((model(x).argmax(dim=1) == y).sum())
-            total += int(y.numel())
-    finally:
-        model.train(was_training)
-    if total == 0:
-        raise ValueError("evaluate_accuracy received no batches")
-    return correct / total
-
-
 # ---------------------------------------------------------------------- save / load
 
 
@@ -735,7 +388,7 @@ def collect_workload(supernet: OFASupernet, arch: Architecture, policy: QuantPol
 
 
 __all__ = [
-    "PhaseSpec", "default_phases", "DynamicMBConv", "DynamicBottleneck", "ResidualConvBNAct", "OFASupernet", "recalibrate_bn",
+    "PhaseSpec", "default_phases", "HIDDEN_MODES", "SAMPLERS", "DynamicMBConv", "DynamicBottleneck", "ResidualConvBNAct", "OFASupernet", "recalibrate_bn",
     "evaluate_accuracy", "fit_resolution", "save_supernet", "load_supernet", "load_supernet_record", "supernet_record",
     "supernet_from_record", "check_state_dict",
     "collect_workload", "SUPERNET_FORMAT",
