@@ -114,10 +114,15 @@ class AccuracyPredictor(nn.Module):
     def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu",
                         space: SearchSpace | str | dict | None = None) -> "AccuracyPredictor":
         """Load a predictor checkpoint (ours, a Lightning one, or APQ's bare state dict) with
-        ``weights_only=True``; ``space`` overrides the space stored in (or implied by) the file."""
+        ``weights_only=True``; a ``cimnas.rank_predictor/1`` file loads as a
+        :class:`~cimnas.models.predictor.ranking.RankPredictor` (same ``predict``); ``space`` overrides the space stored in (or implied by) the file."""
         data = torch.load(path, map_location=map_location, weights_only=True)
         if not isinstance(data, dict):
             raise ValueError(f"{path}: not a predictor checkpoint (got {type(data).__name__})")
+        if data.get("format") == "cimnas.rank_predictor/1":  # RankPredictor (ranking.py): same predict API
+            from cimnas.models.predictor.ranking import RankPredictor
+
+            return RankPredictor.from_checkpoint_dict(data, space, source=str(path)).to(map_location).eval()
         if data.get("format") == CHECKPOINT_FORMAT:
             mlp = AccuracyMLP(**data["mlp"])
             mlp.load_state_dict(data["state_dict"], strict=True)
