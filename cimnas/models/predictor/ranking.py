@@ -127,6 +127,10 @@ class RankPredictor(nn.Module):
         feats = (self.features(batch, is_quantized) - self.feature_mean) / self.feature_std
         return torch.cat([onehot, feats], 1)
 
+    def encode(self, arch_batch: ArchBatch) -> torch.Tensor:
+        """Dense model input (as :meth:`AccuracyPredictor.encode`; ``self(encode(b))`` is standardised)."""
+        return self.inputs(arch_batch)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Standardised prediction ``[B]`` from dense inputs (training path)."""
         out = x @ self.lin_w + self.lin_b if self.linear else x.new_zeros(x.shape[0])
