@@ -114,7 +114,7 @@ class RankPredictor(nn.Module):
         g = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             for w in (self.w1, self.w2):
-                bound = (6.0 / w.shape[1]) ** 0.5 / 2 ** 0.5 * 2 ** 0.5  # He uniform for ReLU
+                bound = (6.0 / w.shape[1]) ** 0.5  # He uniform (ReLU)
                 w.copy_((torch.rand(w.shape, generator=g) * 2 - 1) * bound)
             self.w3.copy_((torch.rand(self.w3.shape, generator=g) * 2 - 1) * (1.0 / self.hidden_size) ** 0.5)
             for b in (self.b1, self.b2, self.b3):
@@ -216,9 +216,9 @@ def fit_rank_predictor(model: RankPredictor, x_batch: ArchBatch, y: torch.Tensor
                        val: tuple[ArchBatch, torch.Tensor] | None = None, seed: int = 0,
                        alphas: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0), alpha: float | None = None,
                        epochs: int = 200, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-4,
-                       rank_weight: float = 1.0, dropout_free: bool = True) -> dict[str, Any]:
+                       rank_weight: float = 1.0) -> dict[str, Any]:
     """Fit ``model`` in place: feature / target standardisation from the training rows, ridge
-    (``alpha`` fixed, or the best of ``alphas`` by validation Kendall tau; the last of
+    (``alpha`` fixed, or the best of ``alphas`` by validation Kendall tau; the first of
     ``alphas`` without ``val``), then each member on the residual. Returns what was chosen."""
     gen = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
