@@ -114,13 +114,19 @@ class AccuracyPredictor(nn.Module):
     def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu",
                         space: SearchSpace | str | dict | None = None) -> "AccuracyPredictor":
         """Load a predictor checkpoint (ours, a Lightning one, or APQ's bare state dict) with
-        ``weights_only=True``; ``space`` overrides the space stored in (or implied by) the file."""
+        ``weights_only=True``; a ``cimnas.rank_predictor/1`` file loads as a
+        :class:`~cimnas.models.predictor.ranking.RankPredictor` (same ``predict``); ``space``
+        overrides the space stored in (or implied by) the file."""
         from cimnas.inputs import InputError, load_torch_file, require_mapping
 
         data = load_torch_file(path, "predictor", map_location=map_location)
         if not isinstance(data, dict):
             raise InputError(f"predictor file {str(path)!r}: expected a dict (format {CHECKPOINT_FORMAT!r}), "
                              f"found {type(data).__name__}")
+        if data.get("format") == "cimnas.rank_predictor/1":  # RankPredictor (ranking.py): same predict API
+            from cimnas.models.predictor.ranking import RankPredictor
+
+            return RankPredictor.from_checkpoint_dict(data, space, source=str(path)).to(map_location).eval()
         if data.get("format") == CHECKPOINT_FORMAT:
             require_mapping(data, path, "predictor", ("mlp", "state_dict", "space"))
             try:
