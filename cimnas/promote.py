@@ -13,7 +13,9 @@ file it would replace by each file's own recorded validation metric:
   end-of-fit export (``val/acc``); when either file has none (files exported before metrics were
   recorded) or the two were validated on different numbers of images, both are measured here the
   same way (BN recalibration + held-out top-1 of the largest subnet, ``--eval_images``).
-* ``predictor`` / ``predictor_fp``: ``meta.report.metrics.kendall`` — held-out Kendall tau.
+* ``predictor`` / ``predictor_fp`` (APQ-layout MLPs, the transfer pipeline) and ``predictor_rank`` /
+  ``predictor_rank_fp`` (the ranking predictors of ``rank_fit``, the default search's accuracy
+  source): the recorded held-out Kendall tau (``meta.report[.metrics].kendall``).
 * ``value_stats`` / ``records_fp`` / ``records_quant``: no quality metric; only validated.
 
 A worse candidate (or an incumbent whose metric cannot be read) is refused with a message and exit
@@ -37,6 +39,7 @@ from cimnas.inputs import InputError, shipped_artifacts_dir
 #: kind -> default file name inside the artifacts folder of a space.
 KIND_FILES = {
     "supernet": "supernet.pt", "predictor": "predictor.pt", "predictor_fp": "predictor_fp.pt",
+    "predictor_rank": "predictor_rank.pt", "predictor_rank_fp": "predictor_rank_fp.pt",
     "value_stats": "value_stats.pt", "records_fp": "predictor_records_fp.jsonl",
     "records_quant": "predictor_records_quant.jsonl",
 }
@@ -54,14 +57,14 @@ def _supernet_space(path: Path) -> str:
     return load_supernet_record(path)[0].space.name
 
 
-def _predictor_space(path: Path, quantized: bool) -> str:
+def _predictor_space(path: Path, quantized: bool, kind: str | None = None) -> str:
     from cimnas.models.predictor.predictor import AccuracyPredictor
 
     model = AccuracyPredictor.from_checkpoint(path)
     if model.quantized != quantized:
         want = "quantization-aware" if quantized else "full-precision"
         raise InputError(f"predictor file {str(path)!r} is {'quantization-aware' if model.quantized else 'full-precision'}; "
-                         f"--kind {'predictor' if quantized else 'predictor_fp'} needs a {want} predictor")
+                         f"--kind {kind or ('predictor' if quantized else 'predictor_fp')} needs a {want} predictor")
     return model.space.name
 
 
@@ -97,6 +100,8 @@ SPACE_OF: dict[str, Callable[[Path], str]] = {
     "supernet": _supernet_space,
     "predictor": lambda p: _predictor_space(p, True),
     "predictor_fp": lambda p: _predictor_space(p, False),
+    "predictor_rank": lambda p: _predictor_space(p, True, "predictor_rank"),
+    "predictor_rank_fp": lambda p: _predictor_space(p, False, "predictor_rank_fp"),
     "value_stats": _value_stats_space,
     "records_fp": lambda p: _records_space(p, False),
     "records_quant": lambda p: _records_space(p, True),
@@ -114,10 +119,11 @@ def recorded_metric(kind: str, path: Path) -> tuple[str, float | None, Any]:
         meta = data.get("meta") or {} if isinstance(data, dict) else {}
         value = meta.get("val_acc")
         return "held-out top-1 of the largest subnet (val/acc)", None if value is None else float(value), meta.get("val_images")
-    if kind in ("predictor", "predictor_fp"):
+    if kind in ("predictor", "predictor_fp", "predictor_rank", "predictor_rank_fp"):
         data = torch.load(path, map_location="cpu", weights_only=True)
         report = ((data.get("meta") or {}).get("report") or {}) if isinstance(data, dict) else {}
-        value = (report.get("metrics") or {}).get("kendall")
+        # the APQ predictor's meta.report.metrics, or the ranking predictor's meta.report (rank_fit)
+        value = (report.get("metrics") or report).get("kendall")
         if value is not None and not math.isfinite(float(value)):
             value = None
         return "held-out Kendall tau", None if value is None else float(value), None

@@ -29,12 +29,19 @@ $PY train.py fit --config configs/predictor/fmnist_fp.yaml --trainer.default_roo
 $PY train.py fit --config configs/predictor/fmnist_quant.yaml --trainer.default_root_dir "$RUN/predictor" \
   --data.init_args.records "[$RUN/predictor_records_quant.jsonl]" \
   --model.init_args.transfer_from "$RUN/predictor_fp/predictor_fp.pt"                   # predictor.pt (transfer)
+# the ranking predictors (the default search's accuracy source; docs/predictor.md), ~2 min each
+$PY -m cimnas.models.predictor.rank_fit fit --config configs/predictor/fmnist_rank_fp.yaml \
+  --records "[$RUN/predictor_records_fp.jsonl]" --output "$RUN/predictor_rank_fp.pt"        # predictor_rank_fp.pt
+$PY -m cimnas.models.predictor.rank_fit fit --config configs/predictor/fmnist_rank_quant.yaml \
+  --records "[$RUN/predictor_records_quant.jsonl]" --extra_float_records "[$RUN/predictor_records_fp.jsonl]" \
+  --output "$RUN/predictor_rank.pt"                                                        # predictor_rank.pt
 $PY -m cimnas.search.value_stats --supernet "$RUN/supernet/supernet.pt" --out "$RUN/value_stats.pt"
 # promotion: check the whole set, then copy it (FORCE=1: replace even better files)
 FLAGS=(); [ "${FORCE:-0}" = 1 ] && FLAGS=(--force)
 SET=("supernet $RUN/supernet/supernet.pt" "records_fp $RUN/predictor_records_fp.jsonl"
      "records_quant $RUN/predictor_records_quant.jsonl" "predictor_fp $RUN/predictor_fp/predictor_fp.pt"
-     "predictor $RUN/predictor/predictor.pt" "value_stats $RUN/value_stats.pt")
+     "predictor $RUN/predictor/predictor.pt" "predictor_rank_fp $RUN/predictor_rank_fp.pt"
+     "predictor_rank $RUN/predictor_rank.pt" "value_stats $RUN/value_stats.pt")
 for item in "${SET[@]}"; do set -- $item; $PY -m cimnas.promote --kind "$1" --from "$2" --check "${FLAGS[@]}"; done
 for item in "${SET[@]}"; do set -- $item; $PY -m cimnas.promote --kind "$1" --from "$2" "${FLAGS[@]}"; done
 echo "artifacts promoted from $RUN into cimnas/artifacts/fmnist/"

@@ -21,7 +21,7 @@ from cimnas.search.run import run_search
 from cimnas.space import Architecture, ArchBatch, QuantPolicy, apq_mbv2_tiny
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_QUANT = REPO / "cimnas/artifacts/fmnist/predictor.pt"
+SHIPPED_QUANT = REPO / "cimnas/artifacts/fmnist/predictor_rank.pt"  # the default search's accuracy source
 SHIPPED_FP = REPO / "cimnas/artifacts/fmnist/predictor_fp.pt"
 
 
@@ -91,8 +91,8 @@ def _default_search(tmp_path: Path, predictor: Path) -> dict:
 
 def test_default_search_follows_the_predictor_and_keeps_its_floor(tmp_path):
     """The default objective (EDAP under an accuracy floor) ends on different designs with the
-    shipped quantization-aware predictor and with the float predictor in its place (E·L·A/Acc
-    found the same design with both), and the winner meets the floor."""
+    shipped quantization-aware (ranking) predictor and with the float APQ predictor in its place
+    (E·L·A/Acc found the same design with both), and the winner meets the floor."""
     best_q, summary_q = _default_search(tmp_path / "quant", SHIPPED_QUANT)
     best_f, summary_f = _default_search(tmp_path / "fp", SHIPPED_FP)
     for best, summary in ((best_q, summary_q), (best_f, summary_f)):

@@ -16,7 +16,7 @@ from cimnas.search.objectives import ObjectiveConfig
 MODES = ("joint", "hardware_only", "two_stage", "random", "fixed", "compare")
 
 #: Default artifacts shipped with the package (Fashion-MNIST, ``apq_mbv2_tiny``).
-DEFAULT_PREDICTOR = "cimnas/artifacts/fmnist/predictor.pt"
+DEFAULT_PREDICTOR = "cimnas/artifacts/fmnist/predictor_rank.pt"  # ranking predictor (rank_fit); APQ layout: predictor.pt
 DEFAULT_VALUE_STATS = "cimnas/artifacts/fmnist/value_stats.pt"
 
 #: The reference's single-design check hardware ("baseline-like", ``cimnas-reference-code.md`` §1.8):
