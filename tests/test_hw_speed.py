@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cimnas.hw import HardwareBatch, HardwareSpace, evaluate
+from cimnas.hw import constants as hw_constants
 from cimnas.hw import cost_model
 from cimnas.hw.components.cell import CELLS
 from cimnas.hw.cost_model import _hardware_constants
@@ -65,7 +66,7 @@ def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_memoised_hardware_constants_equal_the_plain_computation():
-    cost_model._MEMO.clear()
+    hw_constants._MEMO.clear()
     for hw in (_reference_hw(300, seed=0), _wild_hw(400, seed=1), _reference_hw(1, seed=2)):
         memo = _flat(_hardware_constants(hw))
         plain = _flat(_hardware_constants(hw, memo=False))
@@ -82,21 +83,21 @@ def test_memoised_hardware_constants_equal_the_plain_computation():
 
 def test_memoised_constants_do_not_depend_on_what_was_evaluated_before():
     hw = _wild_hw(200, seed=3)
-    cost_model._MEMO.clear()
+    hw_constants._MEMO.clear()
     fresh = _flat(_hardware_constants(hw))
-    cost_model._MEMO.clear()
+    hw_constants._MEMO.clear()
     _hardware_constants(_wild_hw(333, seed=4))  # fills the memo from other batches first
     _hardware_constants(hw[::3])
     later = _flat(_hardware_constants(hw))
     for k in fresh:
         assert torch.equal(fresh[k], later[k]), k
     # a memo that overflows its limit is emptied and refilled with the same values
-    limit = cost_model._MEMO_LIMIT
+    limit = hw_constants._MEMO_LIMIT
     try:
-        cost_model._MEMO_LIMIT = 8
+        hw_constants._MEMO_LIMIT = 8
         small = _flat(_hardware_constants(hw))
     finally:
-        cost_model._MEMO_LIMIT = limit
+        hw_constants._MEMO_LIMIT = limit
     for k in fresh:
         assert torch.equal(fresh[k], small[k]), k
 
@@ -105,7 +106,7 @@ def test_compact_equals_torch_unique():
     g = torch.Generator().manual_seed(5)
     for span, n in ((7, 50), (1000, 30), (10**9, 200)):
         key = torch.randint(span, (n,), generator=g)
-        u, inv = cost_model._compact(key, span)
+        u, inv = hw_constants._compact(key, span)
         u2, inv2 = torch.unique(key, return_inverse=True)
         assert torch.equal(u, u2) and torch.equal(inv, inv2)
 

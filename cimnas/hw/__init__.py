@@ -9,7 +9,8 @@ Plain workloads in, costs out; this package knows no network. Public API: :class
 and calibration: ``docs/cost_model.md``.
 """
 
-from cimnas.hw.cost_model import COMPONENTS, REASONS, CostResult, evaluate, evaluate_rows
+from cimnas.hw.cost_model import evaluate, evaluate_rows
+from cimnas.hw.result import COMPONENTS, REASONS, CostResult
 from cimnas.hw.params import FIELDS, HardwareBatch, HardwareError, HardwareParams, HardwareSpace
 from cimnas.hw.workload import LAYER_KINDS, Workload, WorkloadError
 

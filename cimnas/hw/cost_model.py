@@ -44,23 +44,19 @@ histograms are a workload option: ``cimnas.models.workload_trace.workload_from_m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import torch
 
 from cimnas.hw import histogram
-from cimnas.hw.components import adc as adc_mod
 from cimnas.hw.components import cell as cell_mod
-from cimnas.hw.components import dram, drivers, router, sram
+from cimnas.hw.components import dram
 from cimnas.hw.mapping import pq_cycles
 from cimnas.hw.params import HardwareBatch
 from cimnas.hw.workload import DEFAULT_INPUT_HIST, DEFAULT_WEIGHT_HIST, LAYER_KINDS, Workload
+from cimnas.hw.result import COMPONENTS, REASONS, CostResult
+from cimnas.hw.constants import _hardware_constants
 
-#: Feasibility codes. Area is NOT checked here: the search compares ``area_mm2`` with its budget.
-REASONS: tuple[str, ...] = ("ok", "capacity", "layer-exceeds-chip", "empty-workload")
-COMPONENTS: tuple[str, ...] = ("cim_unit", "row_drivers", "column_drivers", "adc", "input_buffer",
-                               "output_buffer", "router", "glb", "main_memory")
 DEPTHWISE = LAYER_KINDS.index("depthwise")
 #: Output values cross the output buffer twice (ADC write + accumulate write) — calibrated on the
 #: CiMLoop runs (ref-00/01/02 within 0.3 %).
@@ -70,231 +66,7 @@ OUTPUT_BUFFER_WRITES_PER_BIT = 2.0
 GLB_OUTPUT_WRITES_PER_BIT = 2.0
 
 
-@dataclass
-class CostResult:
-    """Per-design results ``[B]`` (SI units: J, s, mm²)."""
-
-    energy_j: torch.Tensor
-    latency_s: torch.Tensor
-    area_mm2: torch.Tensor
-    edap: torch.Tensor  # J·s·mm² (the reference reports J·s·cm² = edap / 100)
-    feasible: torch.Tensor
-    reason: torch.Tensor
-    required_cells: torch.Tensor
-    available_cells: torch.Tensor
-    energy_by_component_j: dict[str, torch.Tensor]
-    area_by_component_mm2: dict[str, torch.Tensor]
-    ops: torch.Tensor
-    tops: torch.Tensor
-    tops_per_w: torch.Tensor
-    tops_per_mm2: torch.Tensor
-    tops_per_w_layer_mean: torch.Tensor
-    tops_per_w_layer_max: torch.Tensor
-    tops_per_mm2_layer_mean: torch.Tensor
-    tops_per_mm2_layer_max: torch.Tensor
-    tops_layer_mean: torch.Tensor
-    utilization: torch.Tensor  # max over layers (CIMNAS "u"), fraction
-    utilization_layer_mean: torch.Tensor
-    cycles: torch.Tensor
-    weight_bits: torch.Tensor  # stored weight bits of the network: sum of C*M*R*S*G*w_bits over active layers
-    layers: dict[str, torch.Tensor] = field(default_factory=dict)  # per-layer [B, L] (optional)
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.energy_j.shape[0])
-
-    @property
-    def edap_j_s_cm2(self) -> torch.Tensor:
-        return self.edap / 100.0
-
-    @property
-    def reason_names(self) -> list[str]:
-        return [REASONS[int(r)] for r in self.reason.tolist()]
-
-    def to_records(self) -> list[dict[str, Any]]:
-        """One JSON-ready dict per design."""
-        scalars = {f.name: getattr(self, f.name).tolist() for f in fields(self)
-                   if isinstance(getattr(self, f.name), torch.Tensor)}
-        eb = {k: v.tolist() for k, v in self.energy_by_component_j.items()}
-        ab = {k: v.tolist() for k, v in self.area_by_component_mm2.items()}
-        out = []
-        for i in range(self.batch_size):
-            rec: dict[str, Any] = {}
-            for k, v in scalars.items():
-                x = v[i]
-                rec[k] = x if not isinstance(x, float) or math.isfinite(x) else None
-            rec["reason"] = REASONS[int(rec["reason"])]
-            rec["edap_j_s_cm2"] = None if rec["edap"] is None else rec["edap"] / 100.0
-            rec["energy_by_component_j"] = {k: v[i] for k, v in eb.items()}
-            rec["area_by_component_mm2"] = {k: v[i] for k, v in ab.items()}
-            out.append(rec)
-        return out
-
-
 # ---------------------------------------------------------------------- hardware constants
-
-
-def _cell_terms(hw: HardwareBatch) -> dict[str, torch.Tensor]:
-    e_hi, e_lo = cell_mod.pulse_energies_pj(hw.cell, hw.rows.double(), hw.cols.double())
-    return {"e_hi": e_hi, "e_lo": e_lo}
-
-
-def _row_terms(hw: HardwareBatch) -> dict[str, torch.Tensor]:
-    node = hw.technology_nm.double()
-    factor = torch.where(cell_mod.is_sram(hw.cell), drivers.sram_factor(node), torch.ones_like(node))
-    return {"e_pulse": drivers.pulse_energy_pj(hw.voltage, hw.cols.double(), node) * factor,
-            "e_off": drivers.off_energy_pj(node) * factor}
-
-
-def _adc_terms(hw: HardwareBatch) -> dict[str, torch.Tensor]:
-    node = hw.technology_nm.double()
-    survey = hw.adc_model == adc_mod.ADC_MODELS.index("survey")
-    rate = hw.cols.double() / hw.cycle_s.double() / adc_mod.ADCS_PER_BANK
-    e = torch.where(survey, adc_mod.survey_energy_pj(hw.adc_bits, node, rate),
-                    adc_mod.neurosim_energy_pj(hw.adc_bits, hw.voltage, node, cell_mod.is_sram(hw.cell)))
-    a = torch.where(survey, adc_mod.survey_area_um2(hw.adc_bits, node, rate),
-                    adc_mod.neurosim_area_um2(hw.cols, hw.adc_bits, node))
-    return {"e_adc": e, "a_adc": a}
-
-
-def _tile_terms(depth_field: str, prefix: str):
-    def fn(hw: HardwareBatch) -> dict[str, torch.Tensor]:
-        width = 8.0 * hw.macros_per_tile.double()
-        r, w, a = sram.tile_buffer(width, getattr(hw, depth_field).double(), hw.technology_nm.double())
-        return {f"{prefix}_r_bit": r / width, f"{prefix}_w_bit": w / width, f"{prefix}_a": a}
-    return fn
-
-
-def _glb_terms(hw: HardwareBatch) -> dict[str, torch.Tensor]:
-    width = hw.glb_width_bits.double()
-    r, w, a = sram.glb(hw.glb_depth_words.double(), width, hw.technology_nm.double())
-    return {"glb_r_bit": r / width, "glb_w_bit": w / width, "glb_a": a}
-
-
-def _macro_terms(hw: HardwareBatch) -> dict[str, torch.Tensor]:
-    node, rows, cols = hw.technology_nm.double(), hw.rows.double(), hw.cols.double()
-    return {"a_row": drivers.row_area_um2(rows, node), "a_col": drivers.col_area_um2(cols, node),
-            "a_cells": rows * cols * cell_mod.area_um2(hw.cell, node)}
-
-
-def _router_terms(hw: HardwareBatch) -> dict[str, torch.Tensor]:
-    node = hw.technology_nm.double()
-    return {"router_bit": router.transfer_energy_pj(node) / router.WIDTH_BITS, "a_router": router.area_um2(node)}
-
-
-#: Per-design constants by group: (the hardware fields a group depends on, its term function).
-_GROUPS: tuple[tuple[tuple[str, ...], Callable[[HardwareBatch], dict[str, torch.Tensor]]], ...] = (
-    (("cell", "rows", "cols"), _cell_terms),
-    (("voltage", "cols", "technology_nm", "cell"), _row_terms),
-    (("adc_model", "adc_bits", "voltage", "technology_nm", "cell", "cols", "cycle_s"), _adc_terms),
-    (("macros_per_tile", "rows", "technology_nm"), _tile_terms("rows", "ib")),
-    (("macros_per_tile", "cols", "technology_nm"), _tile_terms("cols", "ob")),
-    (("glb_depth_words", "glb_width_bits", "technology_nm"), _glb_terms),
-    (("technology_nm", "cell", "rows", "cols"), _macro_terms),
-    (("technology_nm",), _router_terms),
-)
-
-#: Memo of the groups' constants: (group, device) -> {field values: constants}, and the
-#: constants' names per group. Bounded: a group's memo is emptied when it reaches _MEMO_LIMIT.
-_MEMO: dict[tuple[int, torch.device], dict[tuple[float, ...], tuple[float, ...]]] = {}
-_MEMO_NAMES: dict[int, tuple[str, ...]] = {}
-_MEMO_LIMIT = 1 << 18
-#: Copies of each new combination evaluated together, so that every element goes through the
-#: same (vectorised) code path of torch's CPU kernels: a memo entry then does not depend on
-#: which batch first asked for it (pow / exp2 differ by an ulp between the vector body and the
-#: scalar tail of a CPU kernel), and results do not depend on what was evaluated before.
-_CANONICAL_COPIES = 16
-
-
-def _constants_per_row(hw: HardwareBatch) -> dict[str, torch.Tensor]:
-    """Energies per action and areas of each row of ``hw``, computed row by row (no sharing,
-    no memo): the plain computation the memoised one reproduces."""
-    c: dict[str, torch.Tensor] = {}
-    for _, fn in _GROUPS:
-        c.update(fn(hw))
-    return c
-
-
-def _compact(key: torch.Tensor, span: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.unique(key, return_inverse=True)`` for keys in ``[0, span)``; by counting when
-    the span is small (no sort), same result."""
-    if span <= 4 * key.numel() + 4096:
-        present = torch.zeros(span, dtype=torch.bool, device=key.device).scatter_(0, key, True)
-        rank = present.cumsum(0) - 1
-        return present.nonzero().squeeze(1), rank.index_select(0, key)
-    return torch.unique(key, return_inverse=True)
-
-
-def _field_code(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Exact small-integer code of a hardware field ``[B]`` and its number of values."""
-    lo, hi = torch.aminmax(x)
-    if bool(lo == hi):
-        return torch.zeros_like(x, dtype=torch.long), 1
-    if x.dtype.is_floating_point:
-        values, code = torch.unique(x, return_inverse=True)
-        return code, len(values)
-    lo_i, hi_i = int(lo), int(hi)
-    return x - lo_i, hi_i - lo_i + 1
-
-
-def _memoised_constants(hw: HardwareBatch) -> dict[str, torch.Tensor]:
-    """:func:`_constants_per_row` through the memo: each group's constants are looked up by the
-    values of the fields it depends on (hardware genes are categorical, so a population has
-    few distinct combinations per group and a search meets the same ones again and again);
-    combinations not seen before are computed (``_CANONICAL_COPIES`` copies each) and stored."""
-    B, dev = hw.batch_size, hw.device
-    codes: dict[str, tuple[torch.Tensor, int]] = {}
-    c: dict[str, torch.Tensor] = {}
-    for gi, (fields, fn) in enumerate(_GROUPS):
-        key = torch.zeros(B, dtype=torch.long, device=dev)
-        span = 1
-        for f in fields:
-            if f not in codes:
-                codes[f] = _field_code(getattr(hw, f))
-            code, n = codes[f]
-            if span * n >= 1 << 62:
-                uniq, key = torch.unique(key, return_inverse=True)
-                span = len(uniq)
-            key, span = key * n + code, span * n
-        uniq, inverse = _compact(key, span)
-        rep = torch.zeros(len(uniq), dtype=torch.long, device=dev).scatter_(0, inverse, torch.arange(B, device=dev))
-        combos = [tuple(r) for r in torch.stack([getattr(hw, f)[rep].double() for f in fields], 1).tolist()]
-        memo = _MEMO.setdefault((gi, dev), {})
-        rows = [memo.get(k) for k in combos]
-        missing = [i for i, r in enumerate(rows) if r is None]
-        if missing:
-            which = rep[torch.tensor(missing, device=dev)].repeat_interleave(_CANONICAL_COPIES)
-            new = fn(hw[which])
-            _MEMO_NAMES[gi] = tuple(new)
-            values = torch.stack([new[k] for k in _MEMO_NAMES[gi]], 1)[::_CANONICAL_COPIES].tolist()
-            if len(memo) + len(missing) > _MEMO_LIMIT:
-                memo.clear()
-            for i, v in zip(missing, values):
-                rows[i] = memo[combos[i]] = tuple(v)
-        table = torch.tensor(rows, dtype=torch.float64, device=dev).index_select(0, inverse)  # [B, constants]
-        c.update(zip(_MEMO_NAMES[gi], table.unbind(1)))
-    return c
-
-
-def _hardware_constants(hw: HardwareBatch, *, memo: bool = True) -> dict[str, torch.Tensor]:
-    """Per-design energies per action (pJ) and areas (mm²), ``[B]`` float64; ``memo``: through
-    :func:`_memoised_constants` (the interpolation tables themselves are built once per device,
-    :func:`cimnas.hw.components.technology.cached_table`)."""
-    c = _memoised_constants(hw) if memo else _constants_per_row(hw)
-    n_macro = (hw.router_groups * hw.tiles_per_group * hw.macros_per_tile).double()
-    n_tile = (hw.router_groups * hw.tiles_per_group).double()
-    c["area"] = {
-        "adc": n_macro * c["a_adc"] * 1e-6,
-        "row_drivers": n_macro * c["a_row"] * 1e-6,
-        "column_drivers": n_macro * c["a_col"] * 1e-6,
-        "cim_unit": n_macro * c["a_cells"] * 1e-6,
-        "input_buffer": n_tile * c["ib_a"],
-        "output_buffer": n_tile * c["ob_a"],
-        "router": hw.router_groups.double() * c["a_router"] * 1e-6,
-        "glb": c["glb_a"],
-    }
-    c["n_macro"] = n_macro
-    return c
 
 
 # ---------------------------------------------------------------------- workload terms
