@@ -27,12 +27,13 @@ rename). ``--artifacts DIR`` names the artifacts folder (default: the package's
 
 from __future__ import annotations
 
-import argparse
 import math
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
+
+from jsonargparse import ArgumentParser
 
 from cimnas.inputs import InputError, shipped_artifacts_dir
 
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     from cimnas.inputs import run_user_main
 
     def _run(args: list[str]) -> int:
-        ap = argparse.ArgumentParser(prog="python -m cimnas.promote", allow_abbrev=False,
+        ap = ArgumentParser(prog="python -m cimnas.promote", allow_abbrev=False,
                                      description="Copy a trained file over a shipped default artifact if it is not worse.")
         ap.add_argument("--kind", required=True, choices=sorted(KIND_FILES))
         ap.add_argument("--from", dest="source", required=True, metavar="RUN_FILE", help="the trained file")

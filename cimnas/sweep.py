@@ -24,7 +24,6 @@ same study at once. ``trials.csv`` and ``best.json`` are rewritten atomically af
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonargparse import ArgumentParser
 
 from cimnas.io import METRICS_FILE_ENV, atomic_write_text
 
@@ -283,7 +283,7 @@ def _write_reports(study: Any, study_dir: Path, metric: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cimnas.sweep", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m cimnas.sweep", description=__doc__.split("\n\n")[0],
                                      allow_abbrev=False)
     parser.add_argument("sweep", help="W&B sweep YAML")
     parser.add_argument("--n-trials", type=int, default=10, help="trials to have finished in the study")

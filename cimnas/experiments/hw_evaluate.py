@@ -15,7 +15,6 @@ Prints one JSON object per design (``energy_j, latency_s, area_mm2, edap, feasib
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import ArgumentParser
 
 from cimnas.hw.cost_model import evaluate
 from cimnas.hw.params import HardwareBatch, HardwareParams
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     from cimnas.inputs import pop_debug
 
     argv, debug = pop_debug(argv)
-    p = argparse.ArgumentParser(prog="python -m cimnas.experiments.hw_evaluate", description=__doc__.split("\n")[0],
+    p = ArgumentParser(prog="python -m cimnas.experiments.hw_evaluate", description=__doc__.split("\n")[0],
                                 allow_abbrev=False)
     p.add_argument("designs", nargs="*", help="design JSON files (object or list of objects)")
     p.add_argument("--key", action="append", default=[], help="a reference key A_... (repeatable)")

@@ -12,7 +12,6 @@ relative error over records).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import ArgumentParser
 
 from cimnas.io import atomic_savefig, pyplot
 from cimnas.hw.cost_model import COMPONENTS, evaluate
@@ -186,7 +186,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cimnas.hw.validate", description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = ArgumentParser(prog="python -m cimnas.hw.validate", description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("records", help="records JSON (top-level 'records' list)")
     p.add_argument("--per-record", action="store_true", help="also print every component per record")
     p.add_argument("--json", action="store_true", help="print the comparison rows as JSON")

@@ -21,7 +21,6 @@ The ``table`` command runs the whole 32 -> 7 nm / 32 -> 22 nm matrix for RRAM an
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from jsonargparse import ArgumentParser
 
 from cimnas.io import atomic_write_text
 from cimnas.io import markdown_table as io_markdown_table
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "table":
-        p = argparse.ArgumentParser(prog="python -m cimnas.search.transfer table")
+        p = ArgumentParser(prog="python -m cimnas.search.transfer table")
         p.add_argument("--out", default="results/transfer")
         p.add_argument("--popsize", type=int, default=40)
         p.add_argument("--generations", type=int, default=30)
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                          None if a.value_stats in ("null", "none", "") else a.value_stats, a.mode, a.network, a.seed)
         print(markdown_table(rows))
         return 0
-    p = argparse.ArgumentParser(prog="python -m cimnas.search.transfer", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m cimnas.search.transfer", description=__doc__.split("\n")[0])
     p.add_argument("--from", dest="source", required=True, help="results folder of the finished search (node A)")
     p.add_argument("--config", required=True, help="the search config that produced it")
     p.add_argument("--node", type=float, required=True, help="target technology node B (nm)")

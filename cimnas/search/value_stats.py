@@ -16,12 +16,12 @@ copies it over the default.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import ArgumentParser
 
 from cimnas.space import Architecture, QuantPolicy, SearchSpace
 
@@ -96,7 +96,7 @@ def load_value_stats(path: str | os.PathLike, space: SearchSpace | None = None) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m cimnas.search.value_stats", allow_abbrev=False,
+    ap = ArgumentParser(prog="python -m cimnas.search.value_stats", allow_abbrev=False,
                                  description="Measure per-slot layer value statistics for the search.")
     ap.add_argument("--supernet", default="cimnas/artifacts/fmnist/supernet.pt")
     ap.add_argument("--out", default=None, help="output file (default runs/value_stats/<timestamp>/value_stats.pt)")
