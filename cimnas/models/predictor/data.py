@@ -8,14 +8,13 @@ different numbers of samples are compared on the same held-out configurations.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from cimnas.models.predictor.encoding import ArchEncoder
-from cimnas.models.predictor.records import check_records, read_records, records_to_batch
+from cimnas.models.predictor.records import load_record_set, records_to_batch
 from cimnas.space import get_space
 
 
@@ -67,18 +66,7 @@ class PredictorDataModule(L.LightningDataModule):
         return self.encoder.dim if self.quantized else self.encoder.arch_dim
 
     def load_records(self) -> list[dict]:
-        seen, records = set(), []
-        for path in self.records_paths:
-            if not Path(path).exists():
-                raise FileNotFoundError(f"records file {path} does not exist; run "
-                                        "`python -m cimnas.models.predictor.measure` first")
-            for r in check_records(read_records(path), path, self.space, self.quantized):
-                if r["key"] not in seen:
-                    seen.add(r["key"])
-                    records.append(r)
-        if len(records) < 3:
-            raise ValueError(f"{self.records_paths}: {len(records)} records; need at least 3")
-        return sorted(records, key=lambda r: r["key"])
+        return load_record_set(self.records_paths, self.space, self.quantized)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

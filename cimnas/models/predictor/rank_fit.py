@@ -21,23 +21,13 @@ from typing import Any
 
 import torch
 
-from cimnas.models.predictor.records import read_records, records_to_batch
+from cimnas.models.predictor.records import load_record_set, records_to_batch
 from cimnas.models.predictor.ranking import RankPredictor, fit_rank_predictor
 from cimnas.space import ArchBatch, get_space
 
 
-def _load(paths: list[str]) -> list[dict]:
-    seen, out = set(), []
-    for path in paths:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"records file {path} does not exist")
-        for r in read_records(path):
-            if r["key"] not in seen:
-                seen.add(r["key"])
-                out.append(r)
-    if len(out) < 3:
-        raise ValueError(f"{paths}: {len(out)} records; need at least 3")
-    return sorted(out, key=lambda r: r["key"])
+def _load(paths: list[str], space: Any = None) -> list[dict]:
+    return load_record_set(paths, space)
 
 
 def split_records(records: list[dict], test_fraction: float = 0.2, val_fraction: float = 0.1,
@@ -76,7 +66,7 @@ def fit_one(records: list[str], space: str = "apq_mbv2_tiny", quantized: bool = 
     if num_threads:
         torch.set_num_threads(num_threads)
     sp = get_space(space)
-    parts = split_records(_load(records), test_fraction, val_fraction, split_seed)
+    parts = split_records(_load(records, sp), test_fraction, val_fraction, split_seed)
     if quantized and any(r.get("policy") is None for r in parts["train"] + parts["test"]):
         raise ValueError(f"{records}: quantized: true but some records are float (policy null); "
                          "give float records as extra_float_records")
@@ -85,7 +75,7 @@ def fit_one(records: list[str], space: str = "apq_mbv2_tiny", quantized: bool = 
         if not quantized:
             raise ValueError("extra_float_records is for a quantized model (quantized: true)")
         held = {json.dumps(r["arch"], sort_keys=True) for r in parts["test"] + parts["val"]}
-        train += [r for r in _load(extra_float_records)
+        train += [r for r in _load(extra_float_records, sp)
                   if r.get("policy") is None and json.dumps(r["arch"], sort_keys=True) not in held]
     model = RankPredictor(sp, quantized=quantized, quantized_indicator=bool(extra_float_records),
                           num_members=num_members, hidden_size=hidden_size, linear=linear)

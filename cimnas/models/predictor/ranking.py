@@ -187,9 +187,9 @@ class RankPredictor(nn.Module):
                 "meta": self.meta}
 
     def save(self, path: str | os.PathLike) -> None:
-        from cimnas.models.predictor.predictor import atomic_torch_save
+        from cimnas.io import atomic_torch_save
 
-        atomic_torch_save(self.checkpoint_dict(), path)
+        atomic_torch_save(path, self.checkpoint_dict())
 
     @classmethod
     def from_checkpoint_dict(cls, data: dict[str, Any], space: SearchSpace | str | dict | None = None,

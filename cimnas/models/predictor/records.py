@@ -159,5 +159,25 @@ def records_to_batch(space: SearchSpace, records: list[dict[str, Any]], quantize
     return ArchBatch.from_designs(space, archs, policies, device=device)
 
 
-__all__ = ["design_key", "repair_tail", "read_records", "RecordWriter", "write_records_atomic",
+def load_record_set(paths: list[str | os.PathLike], space: SearchSpace | None = None,
+                    quantized: bool | None = None) -> list[dict[str, Any]]:
+    """The records of ``paths`` (checked with :func:`check_records`), one per design key (the
+    first wins), sorted by key — the order every predictor split is drawn from."""
+    from pathlib import Path
+
+    seen, records = set(), []
+    for path in paths:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"records file {path} does not exist; run "
+                                    "`python -m cimnas.models.predictor.measure` first")
+        for r in check_records(read_records(path), path, space, quantized):
+            if r["key"] not in seen:
+                seen.add(r["key"])
+                records.append(r)
+    if len(records) < 3:
+        raise ValueError(f"{list(map(str, paths))}: {len(records)} records; need at least 3")
+    return sorted(records, key=lambda r: r["key"])
+
+
+__all__ = ["load_record_set", "design_key", "repair_tail", "read_records", "RecordWriter", "write_records_atomic",
            "records_to_batch"]
