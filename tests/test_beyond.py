@@ -252,3 +252,18 @@ def test_variation_measure_and_fit_jobs_run_end_to_end(tmp_path):
                    calibration_images=100) == []  # resumed: nothing left to measure
     model = fit(str(out), str(tmp_path / "model.json"))
     assert RetentionModel.load(tmp_path / "model.json").scale == pytest.approx(model.scale)
+
+
+def test_variation_command_line_fits_and_refuses_unknown_commands(tmp_path, capsys):
+    """``python -m cimnas.experiments.variation fit`` (jsonargparse sub-commands, like every job)
+    writes the model; an unknown command is one error line with exit status 2."""
+    from cimnas.experiments.variation import main, measure
+
+    records = tmp_path / "r.jsonl"
+    measure(str(SUPERNET), str(records), num_designs=1, bits_per_cell=(1, 8), samples=1, eval_images=100,
+            calibration_images=100)
+    assert main(["fit", "--records", str(records), "--output", str(tmp_path / "m.json")]) == 0
+    assert RetentionModel.load(tmp_path / "m.json").chance == pytest.approx(0.1)
+    with pytest.raises(SystemExit) as exc:
+        main(["bogus"])
+    assert exc.value.code == 2 and "measure" in capsys.readouterr().err

@@ -9,7 +9,6 @@ noise-aware accuracy source of the search: :mod:`cimnas.search.accuracy`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
+from jsonargparse import ArgumentParser
 from torch import nn
 
 from cimnas.models.variation import RetentionModel, VariationConfig, accuracy, fit_retention, noisy_accuracy
@@ -217,10 +217,11 @@ def compare_fronts(result_dirs: Sequence[str], model_path: str, predictor: str |
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cimnas.experiments.variation", description="device-variation measurements")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("measure", help="Monte-Carlo noisy accuracy of random subnets (JSONL)")
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m cimnas.experiments.variation", description="device-variation measurements",
+                       allow_abbrev=False)
+    sub = p.add_subcommands(dest="cmd", required=True)
+    m = ArgumentParser(description="Monte-Carlo noisy accuracy of random subnets (JSONL)", allow_abbrev=False)
     m.add_argument("--supernet", default="cimnas/artifacts/fmnist/supernet.pt")
     m.add_argument("--output", required=True)
     m.add_argument("--num-designs", type=int, default=12)
@@ -230,30 +231,38 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--eval-images", type=int, default=1000)
     m.add_argument("--sigma-rel", type=float, default=VariationConfig.sigma_rel)
     m.add_argument("--sigma-abs", type=float, default=VariationConfig.sigma_abs)
-    f = sub.add_parser("fit", help="fit the retention model a noise-aware search reads")
+    sub.add_subcommand("measure", m, help="Monte-Carlo noisy accuracy of random subnets (JSONL)")
+    f = ArgumentParser(description="fit the retention model a noise-aware search reads", allow_abbrev=False)
     f.add_argument("--records", required=True)
     f.add_argument("--output", required=True)
     f.add_argument("--scale", type=float, default=1.0, help="σ scale the search applies (x the measured config)")
     f.add_argument("--chance", type=float, default=0.1, help="accuracy of a random guess (10 classes: 0.1)")
-    c = sub.add_parser("compare", help="bits per cell / weight bits of noise-free vs noise-aware search results")
-    c.add_argument("runs", nargs="+", help="search results folders (best.json, population.csv)")
-    c.add_argument("--model", default="cimnas/artifacts/fmnist/variation_model.json")
-    c.add_argument("--predictor", default=None, help="re-score with this predictor (default: the runs' own accuracy)")
-    c.add_argument("--aware", nargs="*", default=[], help="runs whose recorded accuracy is under variation")
-    fr = sub.add_parser("fronts", help="Pareto archives of noise-free vs noise-aware runs, scored under variation")
-    fr.add_argument("runs", nargs="+", help="search results folders (pareto.csv)")
-    fr.add_argument("--model", default="cimnas/artifacts/fmnist/variation_model.json")
-    fr.add_argument("--predictor", default=None, help="re-score with this predictor (default: the runs' own accuracy)")
-    fr.add_argument("--aware", nargs="*", default=[], help="runs whose recorded accuracy is under variation")
-    fr.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.55, 0.6])
-    a = p.parse_args(argv)
-    if a.cmd in ("compare", "fronts"):
-        rows = (compare_runs(a.runs, a.model, a.predictor, a.aware) if a.cmd == "compare"
+    sub.add_subcommand("fit", f, help="fit the retention model a noise-aware search reads")
+    for name, help_text in (("compare", "bits per cell / weight bits of noise-free vs noise-aware search results"),
+                            ("fronts", "Pareto archives of noise-free vs noise-aware runs, scored under variation")):
+        c = ArgumentParser(description=help_text, allow_abbrev=False)
+        c.add_argument("runs", nargs="+", help="search results folders (best.json, population.csv, pareto.csv)")
+        c.add_argument("--model", default="cimnas/artifacts/fmnist/variation_model.json")
+        c.add_argument("--predictor", default=None, help="re-score with this predictor (default: the runs' own accuracy)")
+        c.add_argument("--aware", nargs="*", default=[], help="runs whose recorded accuracy is under variation")
+        if name == "fronts":
+            c.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.55, 0.6])
+        sub.add_subcommand(name, c, help=help_text)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``measure`` / ``fit`` / ``compare`` / ``fronts`` commands (jsonargparse, like every job)."""
+    ns = _parser().parse_args(argv)
+    cmd = ns.cmd
+    a = ns[cmd]
+    if cmd in ("compare", "fronts"):
+        rows = (compare_runs(a.runs, a.model, a.predictor, a.aware) if cmd == "compare"
                 else compare_fronts(a.runs, a.model, a.predictor, a.thresholds, a.aware))
         for r in rows:
             print(json.dumps(r))
         return 0
-    if a.cmd == "measure":
+    if cmd == "measure":
         measure(a.supernet, a.output, a.num_designs, a.bits_per_cell, a.scales, a.samples, a.eval_images,
                 config=VariationConfig(sigma_rel=a.sigma_rel, sigma_abs=a.sigma_abs))
     else:
