@@ -146,18 +146,12 @@ class RNGStateCallback(L.Callback):
 
 def read_checkpoint_file(path: str) -> dict[str, Any]:
     """A Lightning checkpoint file (dict with ``state_dict``), or one line naming the file."""
-    import torch
-
     from cimnas.inputs import InputError, load_torch_file
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"ckpt_path {path!r} not found")
-    try:
-        checkpoint = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception:  # the weights-only reader names what the file is
-        load_torch_file(p, "ckpt_path")
-        raise
+    checkpoint = load_torch_file(p, "ckpt_path")  # weights_only: our checkpoints hold plain data only
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise InputError(f"ckpt_path {path!r}: not a Lightning checkpoint (field 'state_dict' missing)")
     return checkpoint
