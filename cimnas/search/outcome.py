@@ -5,16 +5,16 @@ compare table)."""
 from __future__ import annotations
 
 import csv
-import io as _stringio
 import logging
 import math
 import os
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cimnas import io
+from cimnas.io import markdown_table as render_markdown_table
 from cimnas.search.designs import design_record, write_json
 from cimnas.search.evaluator import METRIC_COLUMNS, REASONS
 from cimnas.search.plots import write_plots
@@ -44,7 +44,7 @@ def _design_strings(setup: Setup, values: torch.Tensor) -> list[dict[str, str]]:
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = _stringio.StringIO()
+    buf = StringIO()
     fields: list[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]
@@ -187,7 +187,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             return f"{v:.4g}"
         return str(v)
 
-    return io.markdown_table(cols, [[fmt(r.get(c, "")) for c in cols] for r in rows])
+    return render_markdown_table(cols, [[fmt(r.get(c, "")) for c in cols] for r in rows])
 
 
 def search_metrics(summary: dict[str, Any]) -> dict[str, float]:
