@@ -74,7 +74,7 @@ class OFASupernetModule(L.LightningModule):
         init_from: weights-only start (a ``save_supernet`` file or a checkpoint of this module).
         channels_last: run the supernet in NHWC layout (:meth:`OFASupernet.use_channels_last`;
             1.2-2.7x faster on CPU, same results).
-        export_path: where :func:`save_supernet` writes the final supernet after ``fit``
+        export_path: where :class:`SupernetExport` writes the final supernet after ``fit``
             (default ``<run folder>/supernet.pt``; never inside the shipped artifacts: promote a
             trained supernet with ``python -m cimnas.promote --kind supernet``).
     """
@@ -382,21 +382,36 @@ class OFASupernetModule(L.LightningModule):
 
         return self.hparams.export_path or os.path.join(self.trainer.default_root_dir, "supernet.pt")
 
-    def on_fit_end(self) -> None:
-        if not self.trainer.is_global_zero:
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The end-of-fit export (:class:`SupernetExport`) unless the trainer already has one."""
+        trainer = self._trainer
+        if trainer is not None and any(isinstance(c, SupernetExport) for c in trainer.callbacks):
+            return []
+        return [SupernetExport()]
+
+
+class SupernetExport(L.Callback):
+    """At the end of ``fit``, :func:`save_supernet` of the trained supernet to the module's
+    :meth:`~OFASupernetModule.export_file` (atomically, rank zero), with the last validation
+    metrics, the number of validation images and the step / epoch in its ``meta`` (what
+    ``python -m cimnas.promote`` compares). Added by the module itself; listing it in a config's
+    ``trainer.callbacks`` is the same."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
             return
-        path = self.export_file()
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()
+        path = pl_module.export_file()
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if k.startswith("val/") and v.numel() == 1}
-        dm = self.trainer.datamodule
+        dm = trainer.datamodule
         val_images = None
         if dm is not None and getattr(dm, "val_set", None) is not None:
             val_images = len(dm.val_set)
         meta = {"val_metrics": metrics, "val_acc": metrics.get("val/acc"), "val_images": val_images,
-                "global_step": int(self.global_step), "epochs": int(self.current_epoch),
-                "run_dir": str(self.trainer.default_root_dir)}
-        save_supernet(self.supernet, path, meta=meta)
+                "global_step": int(pl_module.global_step), "epochs": int(pl_module.current_epoch),
+                "run_dir": str(trainer.default_root_dir)}
+        save_supernet(pl_module.supernet, path, meta=meta)
         rank_zero_info(f"supernet saved to {path} (val/acc {meta['val_acc']})")
 
 
-__all__ = ["OFASupernetModule", "soft_cross_entropy", "VAL_SUBNETS"]
+__all__ = ["OFASupernetModule", "SupernetExport", "soft_cross_entropy", "VAL_SUBNETS"]

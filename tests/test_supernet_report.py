@@ -1,0 +1,99 @@
+"""The supernet interior report (issue 18): one JSON per phase, the same random subnets in each,
+figures equal to a direct measurement, training state untouched; the export is a Callback."""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from cimnas.models.evaluation import evaluate_accuracy, recalibrate_bn
+from cimnas.models.supernet import PhaseSpec, load_supernet
+from cimnas.models.supernet_module import OFASupernetModule, SupernetExport
+from cimnas.models.supernet_report import PhaseReport, report_designs, report_lines
+from cimnas.space import Architecture, get_space
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+def _data(n: int, seed: int = 0) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = 0.3 * torch.randn(n, 1, 28, 28, generator=g)
+    for i, k in enumerate(y.tolist()):
+        x[i, 0, 2 * k + 4: 2 * k + 7] += 2.0
+    return TensorDataset(x, y)
+
+
+class _BNProbe(L.Callback):
+    def __init__(self) -> None:
+        self.states = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.states.append(pl_module._bn_state())
+
+
+def test_report_designs_are_seeded_and_valid():
+    space = get_space("apq_mbv2_tiny")
+    a, b = report_designs(space, 5, seed=3), report_designs(space, 5, seed=3)
+    assert [x[0].to_dict() for x in a] == [x[0].to_dict() for x in b]
+    assert [x[0].to_dict() for x in a] != [x[0].to_dict() for x in report_designs(space, 5, seed=4)]
+    for arch, policy in a:
+        arch.validate(space)
+        policy.validate(space)
+    with pytest.raises(ValueError, match="n_random"):
+        PhaseReport(n_random=-1)
+
+
+def test_phase_report_per_phase_equals_direct_measurement_and_restores_bn(tmp_path):
+    L.seed_everything(0)
+    train, val = _data(16, 0), _data(16, 1)
+    phases = [PhaseSpec("full", epochs=1, kernels=[3], depths=[2], hidden="max", kd=False, lr=0.05),
+              PhaseSpec("width", epochs=1, kernels=[3], depths=[2], subnets_per_step=2, lr=0.02)]
+    module = OFASupernetModule(space="apq_mbv2_tiny", phases=phases, calib_images=16, calib_batch_size=8,
+                               export_path=str(tmp_path / "out" / "supernet.pt"))
+    before, after = _BNProbe(), _BNProbe()
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, enable_checkpointing=False,
+                        default_root_dir=str(tmp_path), max_epochs=2,
+                        callbacks=[before, PhaseReport(n_random=2, seed=5), after])
+    trainer.fit(module, DataLoader(train, batch_size=8), DataLoader(val, batch_size=8))
+    # the module added its export callback itself, once
+    assert sum(isinstance(c, SupernetExport) for c in trainer.callbacks) == 1
+    assert (tmp_path / "out" / "supernet.pt").is_file()
+    reports = [json.loads((tmp_path / "phase_reports" / name).read_text()) for name in ("0_full.json", "1_width.json")]
+    assert [r["phase"] for r in reports] == ["full", "width"] and [r["epoch"] for r in reports] == [0, 1]
+    assert reports[0]["measurements"] == 3 * 2 + 2 * 3
+    assert [s["arch"] for s in reports[0]["subnets"]] == [s["arch"] for s in reports[1]["subnets"]]
+    for r in reports:
+        assert r["val_images"] == 16 and r["low_bits"] == min(module.space.bit_choices)
+        for tau in r["kendall_tau"].values():
+            assert -1.0 <= tau <= 1.0 or tau != tau
+        assert all(s["macs"] > s["params"] > 0 for s in r["subnets"])
+    # training BN statistics are what they were before the report
+    for a, b in zip(before.states, after.states):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the last report is a direct measurement of the final weights
+    net = load_supernet(tmp_path / "out" / "supernet.pt")
+    net.eval()
+    net.set_active(Architecture.largest(net.space), None)
+    recalibrate_bn(net, module.calibration_batches())
+    assert evaluate_accuracy(net, DataLoader(val, batch_size=8)) == pytest.approx(
+        reports[1]["reference"]["largest"]["fp"], abs=1e-6)
+    assert len(report_lines(reports[1])) == 4
+
+
+def test_listed_export_callback_is_not_duplicated(tmp_path):
+    L.seed_everything(0)
+    module = OFASupernetModule(space="apq_mbv2_tiny", calib_images=8, calib_batch_size=8,
+                               phases=[PhaseSpec("full", epochs=1, kernels=[3], depths=[2], hidden="max", kd=False)],
+                               export_path=str(tmp_path / "s.pt"))
+    listed = SupernetExport()
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
+                        max_epochs=1, callbacks=[listed])
+    trainer.fit(module, DataLoader(_data(8), batch_size=8))
+    assert [c for c in trainer.callbacks if isinstance(c, SupernetExport)] == [listed]
+    assert load_supernet(tmp_path / "s.pt").space.name == "apq_mbv2_tiny"
