@@ -13,3 +13,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# search.py run as a subprocess by a test draws its figures in this process's place (no detached
+# finishing worker outliving the test); tests of the background worker remove the variable.
+import os as _os
+
+_os.environ.setdefault("CIMNAS_SEARCH_FINISH", "inline")

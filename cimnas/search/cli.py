@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_search_inputs(config)
         from cimnas.search.run import run_search
 
-        run_search(config)
+        run_search(config, command=True)
     except user_error_types() as exc:  # ValueError covers HardwareError, SpaceError, GenomeError, ObjectiveError
         if debug:
             raise

@@ -52,6 +52,10 @@ class OutputConfig:
         progress: show a progress bar with the best objective.
         overwrite: replace the results of a search with another configuration in ``dir``
             (without it such a folder is refused; a folder of the same configuration resumes).
+        finish: where the figures and an offline W&B run are written once the results are
+            (:mod:`cimnas.search.finish`): ``background`` (a detached worker; the command returns
+            at once), ``inline`` (in this process, before it returns) or ``auto`` (background for
+            the ``search.py`` command, inline for a Python call); ``$CIMNAS_SEARCH_FINISH`` overrides.
     """
 
     dir: str = "results/default"
@@ -59,6 +63,7 @@ class OutputConfig:
     plots: bool = True
     progress: bool = True
     overwrite: bool = False
+    finish: Literal["auto", "inline", "background"] = "auto"
 
 
 @dataclass

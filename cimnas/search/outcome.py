@@ -17,7 +17,7 @@ import torch
 from cimnas.io import markdown_table as render_markdown_table
 from cimnas.search.designs import design_record, write_json
 from cimnas.search.evaluator import METRIC_COLUMNS, REASONS
-from cimnas.search.plots import write_plots
+from cimnas.search.plots import plot_data, write_plots
 from cimnas.search.result import MethodResult, ParetoArchive, best_index
 from cimnas.search.setup import Setup
 
@@ -90,8 +90,10 @@ def population_rows(setup: Setup, result: MethodResult, index: torch.Tensor | No
 
 
 def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: MethodResult | None = None,
-                  extra_summary: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write best.json, pareto.json, CSVs, summary.json and plots; returns the summary."""
+                  extra_summary: dict[str, Any] | None = None, finisher: Any = None) -> dict[str, Any]:
+    """Write best.json, pareto.json, CSVs, summary.json and plots; returns the summary. With a
+    :class:`~cimnas.search.finish.Finisher` the plots are queued on it (drawn later, maybe by a
+    worker) instead of drawn here; ``summary["plots"]`` lists their files either way."""
     out_dir.mkdir(parents=True, exist_ok=True)
     problem = result.problem
     feasible = result.evals[:, problem.cv_column] <= 0
@@ -149,7 +151,10 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
     if diversity["size"] > 1 and diversity["distinct_networks"] == 1 and not network_fixed:
         log.warning("%s: the final population collapsed to one network; top-K selection (finetune_batch) "
                     "falls back to the Pareto archive", result.name)
-    if setup.config.output.plots:
+    if setup.config.output.plots and finisher is not None:
+        summary["plots"] = finisher.add_plots(plot_data(setup, result, reference, front_result, int(pick)),
+                                              out_dir / "plots")
+    elif setup.config.output.plots:
         summary["plots"] = write_plots(setup, result, out_dir / "plots", reference, front_result, int(pick))
     write_json(out_dir / "summary.json", summary)
     return summary

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from cimnas.search.config import SearchConfig
+from cimnas.search.finish import FINISH_FILE, FINISH_LOG, Finisher, RecordedRun, resolve_finish_mode
 from cimnas.search.designs import resolve_network, write_json
 from cimnas.search.ga import ConstrainedGA
 from cimnas.io import write_metrics_file
@@ -46,7 +47,7 @@ log = logging.getLogger("cimnas.search")
 RUN_FILE = "run.json"
 #: What a search writes into its results folder (removed by ``output.overwrite``); W&B runs stay.
 RESULT_NAMES = ("best.json", "pareto.json", "population.csv", "pareto.csv", "generations.csv", "summary.json",
-                "plots", "checkpoint.pt", "compare.csv", "compare.md", RUN_FILE)
+                "plots", "checkpoint.pt", "compare.csv", "compare.md", RUN_FILE, FINISH_FILE, FINISH_LOG)
 
 
 class ResultsFolderError(ValueError):
@@ -108,8 +109,10 @@ def prepare_results_folder(config: SearchConfig) -> bool:
     return bool(config.resume)
 
 
-def run_search(config: SearchConfig, accuracy: Any | None = None) -> dict[str, Any]:
-    """Run the job described by ``config``; returns its summary (also written to summary.json)."""
+def run_search(config: SearchConfig, accuracy: Any | None = None, command: bool = False) -> dict[str, Any]:
+    """Run the job described by ``config``; returns its summary (also written to summary.json).
+    ``command``: called by the ``search.py`` command, which leaves right after (then
+    ``output.finish: auto`` draws the figures and writes an offline W&B run in a worker)."""
     torch.manual_seed(int(config.ga.seed))
     if config.threads:
         torch.set_num_threads(int(config.threads))
@@ -121,11 +124,14 @@ def run_search(config: SearchConfig, accuracy: Any | None = None) -> dict[str, A
     out_dir = Path(config.output.dir)
     space_sizes = setup.genome.space_size_by_part()
     reference = reference_result(setup)  # validates the expert designs before anything starts
+    finisher = Finisher(out_dir, resolve_finish_mode(config.output.finish, command))
     wandb_run = _start_wandb(config, config.mode, out_dir)
+    if isinstance(wandb_run, RecordedRun):
+        finisher.wandb = wandb_run
     try:
         if config.mode != "compare":
             result = run_method(setup, config.mode, out_dir, reference, wandb_run)
-            summary = write_results(setup, result, out_dir, reference, {
+            summary = write_results(setup, result, out_dir, reference, finisher=finisher, extra_summary={
                 "space_size_by_part": space_sizes,
                 "reference": reference.best_metrics() if reference is not None else None,
                 "edap_ratio_reference_over_best": (
@@ -142,7 +148,7 @@ def run_search(config: SearchConfig, accuracy: Any | None = None) -> dict[str, A
                                                                           expert_genome(setup, expert))
                     continue
                 results[method] = run_method(setup, method, out_dir / method, reference, wandb_run)
-                write_results(setup, results[method], out_dir / method, reference)
+                write_results(setup, results[method], out_dir / method, reference, finisher=finisher)
             if reference is not None and reference.name not in results:
                 results[reference.name] = reference
             rows = compare_table(results)
@@ -155,13 +161,26 @@ def run_search(config: SearchConfig, accuracy: Any | None = None) -> dict[str, A
             summary = {"mode": "compare", "space_size_by_part": space_sizes, "table": rows}
             write_json(out_dir / "summary.json", summary)
         if wandb_run is not None:
+            if not isinstance(wandb_run, RecordedRun):
+                finisher.draw_plots_now()  # a live run logs the figures as it finishes
             _finish_wandb(wandb_run, summary, out_dir)
         write_metrics_file(search_metrics(summary))  # for the local sweep runner (cimnas.sweep)
     except BaseException:
         if wandb_run is not None:
             wandb_run.finish(exit_code=1)
+        if isinstance(wandb_run, RecordedRun):  # the failed run is still written (exit code 1), no figures
+            finisher.plot_jobs.clear()
+            _run_finisher(finisher)
         raise
+    _run_finisher(finisher)
     return summary
+
+
+def _run_finisher(finisher: Finisher) -> None:
+    try:
+        finisher.run()
+    except Exception as exc:  # noqa: BLE001 - figures and the W&B run must never lose the results
+        log.warning("figures / W&B run not written: %s", exc)
 
 
 __all__ = ["run_search", "build_setup", "run_ga", "evaluate_fixed", "expert_genome", "hardware_dict",

@@ -1,4 +1,8 @@
-"""Weights & Biases for the search: the mode switch, one run per job, the final summary."""
+"""Weights & Biases for the search: the mode switch, one run per job, the final summary.
+
+An offline run outside a W&B sweep is recorded during the search and written afterwards
+(:class:`cimnas.search.finish.RecordedRun`, in the background for the ``search.py`` command); an
+online run or a sweep agent's run is logged live. Both end in :func:`finish_run`."""
 
 from __future__ import annotations
 
@@ -39,18 +43,41 @@ def _wandb_mode(config: SearchConfig) -> str:
 
 
 def _start_wandb(config: SearchConfig, name: str, out_dir: Path) -> Any:
+    """The job's run: ``None`` (disabled), a :class:`~cimnas.search.finish.RecordedRun` (offline,
+    not under a sweep agent: written after the search) or a live ``wandb`` run."""
     mode = _wandb_mode(config)
     if mode == "disabled":
         return None
+    kwargs = dict(project=config.wandb.project, name=config.wandb.name or f"{name}-{out_dir.name}",
+                  group=config.wandb.group, job_type=name, mode=mode, dir=str(out_dir),
+                  config=config.to_dict(), reinit="finish_previous")
+    if mode == "offline" and not os.environ.get("WANDB_SWEEP_ID"):
+        from cimnas.search.finish import RecordedRun
+
+        return RecordedRun(kwargs)
     import wandb
 
-    return wandb.init(project=config.wandb.project, name=config.wandb.name or f"{name}-{out_dir.name}",
-                      group=config.wandb.group, job_type=name, mode=mode, dir=str(out_dir),
-                      config=config.to_dict(), reinit="finish_previous")
+    return wandb.init(**kwargs)
 
 
 def _finish_wandb(run: Any, summary: dict[str, Any], out_dir: Path) -> None:
+    """End the job's run: a recorded run keeps the summary for its replay, a live one is finished now."""
+    from cimnas.search.finish import RecordedRun
+
+    if isinstance(run, RecordedRun):
+        from cimnas.search.finish import _plain
+
+        run.finish_payload = _plain(summary)
+        return
+    finish_run(run, summary, out_dir)
+
+
+def finish_run(run: Any, summary: dict[str, Any], out_dir: Path) -> None:
+    """The summary (with readable units), the figures, the compare and Pareto tables and the
+    results folder as a versioned artifact; then ``run.finish()``."""
     import wandb
+
+    from cimnas.search.finish import FINISH_FILE, FINISH_LOG
 
     flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))}
     best = summary.get("best") or {}
@@ -72,7 +99,7 @@ def _finish_wandb(run: Any, summary: dict[str, Any], out_dir: Path) -> None:
     # the results folder (minus the W&B run itself) as a versioned artifact of the run
     artifact = wandb.Artifact(f"search-results-{run.id}", type="search-results")
     for path in sorted(out_dir.rglob("*")):
-        if path.is_file() and "wandb" not in path.relative_to(out_dir).parts:
+        if path.is_file() and "wandb" not in path.relative_to(out_dir).parts and path.name not in (FINISH_FILE, FINISH_LOG):
             artifact.add_file(str(path), name=str(path.relative_to(out_dir)))
     run.log_artifact(artifact)
     write_json(Path(run.dir) / "search_summary.json", summary)
