@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from cimnas.data.splits import SplitDataModule
+from cimnas.models.predictor.design_sets import DESIGN_SETS, design_at, set_size
 from cimnas.models.predictor.records import RecordWriter, design_key, read_records, write_records_atomic
 from cimnas.space import Architecture, QuantPolicy, SearchSpace
 
@@ -46,13 +47,8 @@ Evaluator = Callable[[Architecture, "QuantPolicy | None"], "float | dict[str, An
 
 def sample_design(space: SearchSpace, seed: int, index: int, quantized: bool) -> tuple[Architecture, QuantPolicy | None]:
     """The design of sample ``index``: uniform over the space, from a generator seeded by
-    ``(seed, index)`` only."""
-    if index < 0:
-        raise ValueError(f"sample index {index} must be >= 0")
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
-    arch = Architecture.random(space, g)
-    policy = QuantPolicy.random(space, g) if quantized else None
-    return arch, policy
+    ``(seed, index)`` only (the ``uniform`` set of :mod:`design_sets`)."""
+    return design_at(space, "uniform", seed, index, quantized)
 
 
 def shard_path(output: str | os.PathLike, rank: int, world_size: int) -> Path:
@@ -72,12 +68,22 @@ def _existing(paths: Iterable[Path]) -> dict[int, dict[str, Any]]:
 
 def measure_shard(evaluate: Evaluator, space: SearchSpace, output: str | os.PathLike, num_samples: int,
                   seed: int = 0, quantized: bool = True, rank: int = 0, world_size: int = 1,
-                  extra: dict[str, Any] | None = None, log: Callable[[str], None] | None = print) -> int:
+                  extra: dict[str, Any] | None = None, log: Callable[[str], None] | None = print,
+                  designs: str = "uniform", file_designs: list | None = None) -> int:
     """Measure the indices ``rank::world_size`` of ``range(num_samples)`` that are not yet in
-    ``output`` or this rank's shard; returns the number of records written now.
+    ``output`` or this rank's shard; returns the number of records written now. ``designs``:
+    which set the indices address (:mod:`~cimnas.models.predictor.design_sets`; ``file`` reads
+    ``file_designs``); a finite set caps ``num_samples`` at its size.
 
     A record already present for an index must describe the same design (same ``seed``, space
     and ``quantized``), otherwise this raises instead of mixing two data sets in one file."""
+    if designs not in DESIGN_SETS:
+        raise ValueError(f"designs={designs!r} is not allowed; allowed values: {list(DESIGN_SETS)}")
+    size = set_size(space, designs, quantized, len(file_designs) if file_designs is not None else None)
+    if size is not None and num_samples > size:
+        if log is not None:
+            log(f"num_samples={num_samples} capped at the {designs!r} set's {size} designs")
+        num_samples = size
     if num_samples < 0:
         raise ValueError(f"num_samples={num_samples} must be >= 0")
     if not 0 <= rank < world_size:
@@ -87,9 +93,12 @@ def measure_shard(evaluate: Evaluator, space: SearchSpace, output: str | os.Path
     done = _existing({output, shard})
     todo = []
     for i in range(rank, num_samples, world_size):
-        arch, policy = sample_design(space, seed, i, quantized)
+        arch, policy = design_at(space, designs, seed, i, quantized, file_designs=file_designs)
         key = design_key(arch, policy)
         if i in done:
+            if done[i].get("designs", "uniform") != designs:
+                raise ValueError(f"{output}: record index {i} is of the {done[i].get('designs', 'uniform')!r} design "
+                                 f"set, this run measures {designs!r}; use another output file")
             if done[i]["key"] != key:
                 raise ValueError(f"{output}: record index {i} holds another design than seed={seed}, "
                                  f"space={space.name!r}, quantized={quantized} draws; use another output file")
@@ -107,7 +116,7 @@ def measure_shard(evaluate: Evaluator, space: SearchSpace, output: str | os.Path
             result = evaluate(arch, policy)
             fields = dict(result) if isinstance(result, dict) else {"accuracy": result}
             accuracy = float(fields.pop("accuracy"))
-            record = {"index": i, "key": key, "space": space.name, "seed": seed,
+            record = {"index": i, "key": key, "space": space.name, "seed": seed, "designs": designs,
                       "arch": arch.to_dict(), "policy": None if policy is None else policy.to_dict(),
                       "accuracy": accuracy, **fields, "eval_s": round(time.perf_counter() - t0, 3), **(extra or {})}
             writer.write(record)
@@ -191,6 +200,8 @@ def measure(
     num_nodes: int = 1,
     num_threads: int | None = 1,
     channels_last: bool = True,
+    designs: str = "uniform",
+    designs_file: str | None = None,
 ) -> str:
     """Measure ``num_samples`` designs of the supernet at ``supernet`` into ``output``.
 
@@ -212,6 +223,10 @@ def measure(
         num_threads: torch CPU threads per rank (None: leave torch's default).
         channels_last: evaluate in NHWC layout (same accuracies up to float rounding; 1.4-2.7x
             faster on CPU).
+        designs: which designs the indices address: ``uniform`` (default), ``stratified`` (size
+            strata), ``grid`` (the 27 uniform designs), ``extremes`` or ``file``
+            (``designs_file``: a search's ``population.csv`` / ``pareto.json`` / ``best.json``);
+            see :mod:`cimnas.models.predictor.design_sets`.
     """
     import lightning as L
 
@@ -219,6 +234,10 @@ def measure(
     from cimnas.models.supernet import load_supernet
 
     refuse_shipped_output(output, "output")
+    if designs not in DESIGN_SETS:
+        raise ValueError(f"designs={designs!r} is not allowed; allowed values: {list(DESIGN_SETS)}")
+    if (designs == "file") != (designs_file is not None):
+        raise ValueError("designs_file is needed with designs='file' and only then")
     if accelerator in ("gpu", "cuda"):
         check_device("cuda", "accelerator")
     if num_threads is not None:
@@ -258,7 +277,14 @@ def measure(
         net(calib[0].to(fabric.device))
     evaluator = SupernetEvaluator(net, [c.to(fabric.device) for c in calib],
                                   [(x.to(fabric.device), y.to(fabric.device)) for x, y in eval_batches])
-    written = measure_shard(evaluator, net.space, output, num_samples, seed, quantized, rank, world, extra)
+    file_designs = None
+    if designs_file is not None:
+        from cimnas.models.design import load_designs
+
+        file_designs = load_designs(designs_file, net.space)
+        extra["designs_file"] = str(designs_file)
+    written = measure_shard(evaluator, net.space, output, num_samples, seed, quantized, rank, world, extra,
+                            designs=designs, file_designs=file_designs)
     fabric.barrier()
     if rank == 0:
         records = merge_shards(output, world)
