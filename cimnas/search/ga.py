@@ -28,6 +28,7 @@ is part of :meth:`state_dict`, so a resumed run reproduces an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -257,6 +258,11 @@ class _RowSet:
         return ~hit & first_occurrence(children, hashes=hashes)
 
 
+#: Statistics in :attr:`ConstrainedGA.status` after each step (besides EvoTorch's ``iter``), plus
+#: ``offspring_<reason>`` for each failure reason of the problem's ``reasons`` (index = code, 0 = ok).
+STATUS_KEYS = ("best_objective", "median_objective", "n_feasible", "n_evaluations", "n_unique", "offspring_infeasible")
+
+
 class ConstrainedGA(SearchAlgorithm):
     """Elitist GA with SBX + polynomial mutation on integer genomes and constraint domination.
 
@@ -264,17 +270,16 @@ class ConstrainedGA(SearchAlgorithm):
         problem: an EvoTorch problem with ``dtype=torch.int64``, per-gene ``lower_bounds`` /
             ``upper_bounds`` (option indices; equal bounds freeze a gene), ``cv_column`` and
             ``key_columns`` (see :func:`survival_order`). When it has a
-            ``sample_initial(n, generator)`` method, the initial population comes from it.
+            ``sample_initial(n, generator)`` method, the initial population comes from it. Its
+            optional ``report_objective(evals)`` (per-design objective of the statistics),
+            ``best_index(evals)`` (the best design's row) and ``reasons`` / ``reason_codes(evals)``
+            (failure reasons) shape :attr:`status` (see :data:`STATUS_KEYS`).
         config: :class:`GAConfig`.
         initial_values: optional genomes to start from (else sampled).
     """
 
     def __init__(self, problem: Problem, config: GAConfig, initial_values: torch.Tensor | None = None):
-        SearchAlgorithm.__init__(
-            self, problem,
-            best_objective=self._status_best_objective, n_feasible=self._status_n_feasible,
-            n_evaluations=lambda: self.n_evaluations, n_unique=self._status_n_unique,
-        )
+        SearchAlgorithm.__init__(self, problem, **self._status_getters(problem))
         self.config = config
         self.device = torch.device(problem.device)
         self.lower = problem.lower_bounds.to(self.device).long()
@@ -445,17 +450,59 @@ class ConstrainedGA(SearchAlgorithm):
         self._population = self._sorted(pool, self.config.popsize, keys)
 
     # ------------------------------------------------------------------ status
+    def _status_getters(self, problem: Problem) -> dict[str, Callable[[], Any]]:
+        """The per-generation statistics in :attr:`status` (see :data:`STATUS_KEYS`), one
+        ``offspring_<reason>`` count per failure reason of the problem's ``reasons``."""
+        getters: dict[str, Callable[[], Any]] = {
+            "best_objective": self._status_best_objective, "median_objective": self._status_median_objective,
+            "n_feasible": self._status_n_feasible, "n_evaluations": lambda: self.n_evaluations,
+            "n_unique": self._status_n_unique, "offspring_infeasible": self._status_offspring_infeasible,
+        }
+        for code, reason in enumerate(getattr(problem, "reasons", ())[1:], start=1):
+            getters[f"offspring_{reason}"] = functools.partial(self._status_offspring_reason, code)
+        return getters
+
+    def _population_evals(self) -> torch.Tensor:
+        return _plain(self.population.evals)
+
+    def _report_objective(self, evals: torch.Tensor) -> torch.Tensor:
+        """The objective the statistics report per design: the problem's ``report_objective``
+        (e.g. EDAP / accuracy in a Pareto run), else the first objective value."""
+        report = getattr(self.problem, "report_objective", None)
+        return report(evals) if report is not None else evals[:, 0]
+
     def _status_best_objective(self) -> float:
-        pop = self.population
-        if pop.evals[0, self.problem.cv_column] > 0:
+        """The reported objective of the best design (the problem's ``best_index``, else the
+        first in survival order); NaN when that design is infeasible."""
+        evals = self._population_evals()
+        best = getattr(self.problem, "best_index", None)
+        b = best(evals) if best is not None else 0
+        if not bool(evals[b, self.problem.cv_column] <= 0):
             return math.nan
-        return float(pop.evals[0, 0])
+        return float(self._report_objective(evals[b:b + 1])[0])
+
+    def _status_median_objective(self) -> float:
+        """Median reported objective of the feasible population (NaN when none is feasible)."""
+        evals = self._population_evals()
+        objective = self._report_objective(evals[evals[:, self.problem.cv_column] <= 0])
+        return float(objective.median()) if objective.numel() else math.nan
 
     def _status_n_feasible(self) -> int:
         return int((self.population.evals[:, self.problem.cv_column] <= 0).sum())
 
     def _status_n_unique(self) -> int:
         return int(first_occurrence(_plain(self.population.values)).sum())
+
+    def _status_offspring_infeasible(self) -> int:
+        """Infeasible designs among the latest evaluated batch (this generation's offspring)."""
+        last = self.last_evaluated
+        return int((_plain(last)[:, self.problem.cv_column] > 0).sum()) if last is not None else 0
+
+    def _status_offspring_reason(self, code: int) -> int:
+        """Designs of the latest evaluated batch that failed for reason ``code`` (the problem's
+        ``reason_codes``)."""
+        last = self.last_evaluated
+        return int((self.problem.reason_codes(_plain(last)) == code).sum()) if last is not None else 0
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -478,4 +525,4 @@ class ConstrainedGA(SearchAlgorithm):
         self._network_keys = None
 
 
-__all__ = ["ConstrainedGA", "GAConfig", "apply_moves", "make_batch", "neighbourhood", "survival_order"]
+__all__ = ["STATUS_KEYS", "ConstrainedGA", "GAConfig", "apply_moves", "make_batch", "neighbourhood", "survival_order"]
