@@ -37,7 +37,8 @@ from cimnas.io import atomic_write_text
 from cimnas.io import markdown_table as io_markdown_table
 from cimnas.search.config import OutputConfig, SearchConfig, WandbConfig
 from cimnas.search.evaluator import DesignEvaluator
-from cimnas.search.ga import GAConfig, make_batch, survival_order
+from cimnas.search.ga import GAConfig
+from cimnas.search.survival import make_batch, survival_order
 from cimnas.search.genome import JointGenome
 from cimnas.search.operators import first_occurrence
 from cimnas.search.problem import JointProblem
