@@ -317,7 +317,7 @@ def test_ofa_arch_encoder_features_and_predictor_equal_ofa(tmp_path):
     from ofa.nas.accuracy_predictor import AccuracyPredictor, MobileNetArchEncoder
 
     from cimnas.models.ofa_predictor import OFAAccuracyPredictor, import_ofa_predictor
-    from cimnas.search.evaluator import load_predictor
+    from cimnas.search.accuracy import load_predictor
 
     space, archs, batch = _random_mbv3_batch(150, seed=5)
     encoder = MobileNetArchEncoder(image_size_list=list(range(128, 225, 4)), ks_list=[3, 5, 7],

@@ -18,7 +18,8 @@ from cimnas.hw.params import HardwareSpace
 from cimnas.models.predictor import AccuracyPredictor
 from cimnas.space import Architecture, QuantPolicy, apq_mbv2_tiny
 from cimnas.search.config import OutputConfig, SearchConfig, WandbConfig
-from cimnas.search.evaluator import FAILED_CV, REASONS, ConstraintConfig, DesignEvaluator
+from cimnas.search.constraints import FAILED_CV, REASONS, ConstraintConfig
+from cimnas.search.evaluator import DesignEvaluator
 from cimnas.search.ga import ConstrainedGA, GAConfig
 from cimnas.search.survival import make_batch, survival_order
 from cimnas.search.genome import JointGenome

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from cimnas.search.evaluator import ConstraintConfig
+from cimnas.search.constraints import ConstraintConfig
 from cimnas.search.ga import GAConfig
 from cimnas.search.objectives import ObjectiveConfig
 

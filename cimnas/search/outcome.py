@@ -16,7 +16,8 @@ import torch
 
 from cimnas.io import markdown_table as render_markdown_table
 from cimnas.search.designs import design_record, write_json
-from cimnas.search.evaluator import METRIC_COLUMNS, REASONS
+from cimnas.search.constraints import REASONS
+from cimnas.search.evaluator import METRIC_COLUMNS
 from cimnas.search.plots import write_plots
 from cimnas.search.result import MethodResult, ParetoArchive
 from cimnas.search.setup import Setup

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from evotorch import Problem, SolutionBatch
 
-from cimnas.search.evaluator import METRIC_COLUMNS, REASONS, DesignEvaluator, Evaluation
+from cimnas.search.constraints import REASONS
+from cimnas.search.evaluator import METRIC_COLUMNS, DesignEvaluator, Evaluation
 from cimnas.search.objectives import ObjectiveConfig, objective_keys
 from cimnas.search.operators import first_index
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from cimnas.search.evaluator import METRIC_COLUMNS, REASONS
+from cimnas.search.constraints import REASONS
+from cimnas.search.evaluator import METRIC_COLUMNS
 from cimnas.search.operators import first_occurrence
 from cimnas.search.pareto import pareto_mask
 from cimnas.search.problem import JointProblem

@@ -13,7 +13,8 @@ from typing import Any, Callable
 import torch
 from evotorch.logging import Logger
 
-from cimnas.search.evaluator import REASONS, ConstraintConfig, DesignEvaluator
+from cimnas.search.constraints import REASONS, ConstraintConfig
+from cimnas.search.evaluator import DesignEvaluator
 from cimnas.search.ga import ConstrainedGA, GAConfig
 from cimnas.search.objectives import ObjectiveConfig
 from cimnas.search.problem import JointProblem

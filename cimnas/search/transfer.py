@@ -243,7 +243,7 @@ def run_table(out_dir: str, popsize: int, generations: int, warm_generations: in
               network: str = "baseline_like", seed: int = 1) -> list[dict[str, Any]]:
     """Source search at 32 nm, then for each node B: re-score + warm start vs full search."""
     from cimnas.search.cli import parse_config
-    from cimnas.search.evaluator import ConstraintConfig
+    from cimnas.search.constraints import ConstraintConfig
     from cimnas.search.objectives import ObjectiveConfig
 
     torch.set_num_threads(1)
