@@ -15,8 +15,9 @@ import torch
 
 ofa_nets = pytest.importorskip("ofa.imagenet_classification.elastic_nn.networks")
 
-from cimnas.models.ofa_import import (OFAConfig, OFAImportError, arch_from_ofa, arch_to_ofa,  # noqa: E402
-                                      config_of_space, export_ofa, import_ofa, main, ofa_space)
+from cimnas.models.ofa_config import (OFAConfig, OFAImportError, arch_from_ofa, arch_to_ofa,  # noqa: E402
+                                      config_of_space, ofa_space)
+from cimnas.models.ofa_import import export_ofa, import_ofa, main  # noqa: E402
 from cimnas.models.supernet import OFASupernet, load_supernet  # noqa: E402
 from cimnas.space import Architecture, get_space  # noqa: E402
 
