@@ -86,7 +86,7 @@ class DesignEvaluator:
         reference_compat: reproduce the reference code's cost-model quirks.
         hw_compile: the fused cost kernel (``cimnas.hw.evaluate(compile=...)``): true, false, or
             ``"auto"`` = on when ``expected_evaluations`` repays the compile
-            (:func:`cimnas.hw.cost_model.compile_pays_off`).
+            (:func:`cimnas.hw.cost_compile.compile_pays_off`).
     """
 
     def __init__(self, genome: JointGenome, accuracy: AccuracySource, constraints: ConstraintConfig | None = None,
@@ -99,7 +99,7 @@ class DesignEvaluator:
         self.constraints = constraints or ConstraintConfig()
         self.value_stats = value_stats
         self.reference_compat = reference_compat
-        from cimnas.hw.cost_model import resolve_compile
+        from cimnas.hw.cost_compile import resolve_compile
 
         self.hw_compile = resolve_compile(hw_compile, expected_evaluations)
         self._decoded: tuple[torch.Tensor, ArchBatch, Any] | None = None  # (genome, arch, hardware) being evaluated
