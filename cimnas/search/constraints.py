@@ -2,7 +2,8 @@
 
 Whole-network capacity (required cells <= available cells) and chip area <= budget (default
 800 mm² = the reference's 8 cm²), and optionally an accuracy floor (:class:`ConstraintConfig`,
-resolved against the accuracy source by :func:`resolve_accuracy_floor`). The total violation is
+resolved against the accuracy source by
+:func:`cimnas.search.evaluator.resolve_accuracy_floor`). The total violation is
 the sum of relative violations, ``max(0, required/available - 1) + max(0, area/budget - 1)`` (+
 the floor's), so cells and mm² add up without a unit clash. A design that cannot be evaluated gets
 :data:`FAILED_CV`; each design's reason code (:data:`REASONS`) names what it violates.
@@ -11,15 +12,6 @@ the floor's), so cells and mm² add up without a unit clash. A design that canno
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import torch
-
-from cimnas.space import ArchBatch, Architecture, QuantPolicy
-
-if TYPE_CHECKING:
-    from cimnas.search.accuracy import AccuracySource
-    from cimnas.search.genome import JointGenome
 
 #: Constraint violation given to designs that could not be evaluated.
 FAILED_CV = 1e30
@@ -85,31 +77,4 @@ class ConstraintConfig:
         return any(v is not None for v in (self.min_accuracy, self.min_accuracy_quantile, self.max_accuracy_drop))
 
 
-def resolve_accuracy_floor(constraints: ConstraintConfig, accuracy: AccuracySource, genome: JointGenome) -> float | None:
-    """The highest of the floors ``constraints`` asks for, measured with ``accuracy`` (fraction),
-    or None when it asks for none."""
-    floors: list[float] = []
-    if constraints.min_accuracy is not None:
-        floors.append(float(constraints.min_accuracy))
-    space = genome.space
-    params = getattr(accuracy, "parameters", None)
-    first = next(iter(params()), None) if callable(params) else None
-    device = first.device if first is not None else "cpu"
-    if constraints.min_accuracy_quantile is not None:
-        gen = torch.Generator().manual_seed(constraints.floor_seed)
-        arch = genome.decode_arch(genome.random(constraints.floor_samples, gen)).to(device)
-        values = accuracy.predict(arch).double().reshape(-1)
-        values = values[torch.isfinite(values)]
-        if values.numel() == 0:
-            raise ValueError("constraints.min_accuracy_quantile: the accuracy source gave no finite value "
-                             "on random designs")
-        floors.append(float(torch.quantile(values.cpu(), constraints.min_accuracy_quantile)))
-    if constraints.max_accuracy_drop is not None:
-        make = {"largest": Architecture.largest, "median": Architecture.median, "smallest": Architecture.smallest}
-        ref = make[constraints.accuracy_reference](space)
-        arch = ArchBatch.from_designs(space, [ref], [QuantPolicy.uniform(space, max(space.bit_choices))], device=device)
-        floors.append(float(accuracy.predict(arch).double().reshape(-1)[0]) - float(constraints.max_accuracy_drop))
-    return max(floors) if floors else None
-
-
-__all__ = ["ACCURACY_REFERENCES", "CODE_OF_MASK", "FAILED_CV", "REASONS", "ConstraintConfig", "resolve_accuracy_floor"]
+__all__ = ["ACCURACY_REFERENCES", "CODE_OF_MASK", "FAILED_CV", "REASONS", "ConstraintConfig"]

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from cimnas.search.accuracy import AccuracySource
-from cimnas.search.constraints import CODE_OF_MASK, FAILED_CV, REASONS, ConstraintConfig, resolve_accuracy_floor
+from cimnas.search.constraints import CODE_OF_MASK, FAILED_CV, REASONS, ConstraintConfig
 from cimnas.search.genome import JointGenome
 from cimnas.space import ArchBatch
 
@@ -280,4 +280,33 @@ class DesignEvaluator:
         return torch.cat([kept, values[order][: n - kept.shape[0]]])
 
 
-__all__ = ["METRIC_COLUMNS", "DesignEvaluator", "Evaluation"]
+def resolve_accuracy_floor(constraints: ConstraintConfig, accuracy: AccuracySource, genome: JointGenome) -> float | None:
+    """The highest of the floors ``constraints`` asks for, measured with ``accuracy`` (fraction),
+    or None when it asks for none."""
+    from cimnas.space import Architecture, QuantPolicy
+
+    floors: list[float] = []
+    if constraints.min_accuracy is not None:
+        floors.append(float(constraints.min_accuracy))
+    space = genome.space
+    params = getattr(accuracy, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    device = first.device if first is not None else "cpu"
+    if constraints.min_accuracy_quantile is not None:
+        gen = torch.Generator().manual_seed(constraints.floor_seed)
+        arch = genome.decode_arch(genome.random(constraints.floor_samples, gen)).to(device)
+        values = accuracy.predict(arch).double().reshape(-1)
+        values = values[torch.isfinite(values)]
+        if values.numel() == 0:
+            raise ValueError("constraints.min_accuracy_quantile: the accuracy source gave no finite value "
+                             "on random designs")
+        floors.append(float(torch.quantile(values.cpu(), constraints.min_accuracy_quantile)))
+    if constraints.max_accuracy_drop is not None:
+        make = {"largest": Architecture.largest, "median": Architecture.median, "smallest": Architecture.smallest}
+        ref = make[constraints.accuracy_reference](space)
+        arch = ArchBatch.from_designs(space, [ref], [QuantPolicy.uniform(space, max(space.bit_choices))], device=device)
+        floors.append(float(accuracy.predict(arch).double().reshape(-1)[0]) - float(constraints.max_accuracy_drop))
+    return max(floors) if floors else None
+
+
+__all__ = ["METRIC_COLUMNS", "DesignEvaluator", "Evaluation", "resolve_accuracy_floor"]
