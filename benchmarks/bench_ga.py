@@ -92,7 +92,7 @@ def real_problem(device: str, reference_objective: bool = False):
     value_stats = DEFAULT_VALUE_STATS if Path(DEFAULT_VALUE_STATS).is_file() else None
     extra = {}
     if reference_objective:
-        from cimnas.search.evaluator import ConstraintConfig
+        from cimnas.search.constraints import ConstraintConfig
         from cimnas.search.objectives import ObjectiveConfig
 
         extra = {"objective": ObjectiveConfig(name="ela_acc"), "constraints": ConstraintConfig(min_accuracy_quantile=None)}

@@ -30,7 +30,8 @@ t_import = time.perf_counter()
 import torch  # noqa: E402
 
 from cimnas.search.config import DEFAULT_PREDICTOR, DEFAULT_VALUE_STATS, OutputConfig, SearchConfig, WandbConfig  # noqa: E402
-from cimnas.search.ga import GAConfig, make_batch  # noqa: E402
+from cimnas.search.ga import GAConfig  # noqa: E402
+from cimnas.search.survival import make_batch  # noqa: E402
 from cimnas.search.problem import JointProblem  # noqa: E402
 from cimnas.search.run import build_setup, run_search  # noqa: E402
 

@@ -16,7 +16,7 @@ import time
 import torch
 
 from cimnas.search.cli import parse_config
-from cimnas.search.evaluator import ConstantAccuracy
+from cimnas.search.accuracy import ConstantAccuracy
 from cimnas.search.transfer import node_setup, rescore, run_search, transfer
 
 

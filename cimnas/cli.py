@@ -236,7 +236,9 @@ class CimnasCLI(LightningCLI):
         for cb in trainer.callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
-        trainer.callbacks.append(MetricsFileCallback())
+        # first: an end-of-fit callback of the config (e.g. PredictorExport) that writes its own
+        # metrics to the same file runs after it, as a module's default callbacks do
+        trainer.callbacks.insert(0, MetricsFileCallback())
         trainer.callbacks.append(RunFolderCallback())
         trainer.callbacks.append(RNGStateCallback())
         return trainer

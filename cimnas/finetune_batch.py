@@ -33,7 +33,8 @@ from torchmetrics.functional import mean_absolute_error
 from torchmetrics.functional.regression import kendall_rank_corrcoef
 
 from cimnas.models.design import Design, top_designs
-from cimnas.models.finetune import DEFAULT_SUPERNET, RESULT_SUFFIX, resolve_artifact
+from cimnas.models.finetune import DEFAULT_SUPERNET, resolve_artifact
+from cimnas.models.finetune_report import RESULT_SUFFIX
 from cimnas.models.supernet import load_supernet
 from cimnas.io import atomic_write_text
 

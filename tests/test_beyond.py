@@ -19,7 +19,8 @@ from cimnas.models.variation import (
 )
 from cimnas.search.accuracy import NoiseAwareAccuracy
 from cimnas.search.cli import parse_config
-from cimnas.search.evaluator import ConstantAccuracy, ConstraintConfig
+from cimnas.search.accuracy import ConstantAccuracy
+from cimnas.search.constraints import ConstraintConfig
 from cimnas.search.genome import JointGenome
 from cimnas.search.transfer import node_setup, rescore, transfer
 

@@ -192,6 +192,51 @@ def test_export_reloads_into_identical_network(tiny, finetuned):
 # ---------------------------------------------------------------------- CLI
 
 
+def _finetune_trainer(callbacks):
+    return L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, limit_test_batches=1, logger=False,
+                     enable_checkpointing=False, accelerator="cpu", enable_progress_bar=False,
+                     enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks)
+
+
+def test_report_callback_writes_the_result_at_fit_end_and_nothing_on_a_failed_fit(tiny, tmp_path):
+    """FinetuneReport listed in the trainer is used as given (not doubled by the module's default):
+    nothing is written while fitting or when the fit raises; at the end of a fit the result file
+    appears, with no temporary file beside it, and validate adds its accuracy to it."""
+    from cimnas.models.finetune import FinetuneReport
+
+    def module():
+        return FinetuneModule(str(tiny["design"]), supernet=str(tiny["supernet"]), calib_images=64,
+                              calib_batch_size=64, measure_inherited=False, output_dir=str(tmp_path))
+
+    class Fail(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            assert not list(tmp_path.iterdir())
+            raise RuntimeError("boom")
+
+    data = FashionMNISTDataModule(**SMALL_DATA)
+    with pytest.raises(RuntimeError, match="boom"):
+        _finetune_trainer([FinetuneReport(export=False, final_test=False), Fail()]).fit(module(), data)
+    assert not list(tmp_path.iterdir())
+
+    report = FinetuneReport(export=False, final_test=False)
+    trainer = _finetune_trainer([report])
+    finetune = module()
+    trainer.fit(finetune, data)
+    assert [cb for cb in trainer.callbacks if isinstance(cb, FinetuneReport)] == [report]
+    assert [p.name for p in tmp_path.iterdir()] == ["best.finetune.json"]
+    result = json.loads((tmp_path / "best.finetune.json").read_text())
+    assert result == {**finetune.result}
+    assert result["export"] == {} and result["finetuned_test_accuracy"] is None and result["steps"] == 1
+    assert result["inherited_val_accuracy"] is None and 0.0 <= result["finetuned_val_accuracy"] <= 1.0
+    # the module's default callback: validate merges its accuracy into the same file
+    trainer = _finetune_trainer([])
+    trainer.validate(finetune, data)
+    assert sum(isinstance(cb, FinetuneReport) for cb in trainer.callbacks) == 1
+    result = json.loads((tmp_path / "best.finetune.json").read_text())
+    assert result["validate_accuracy"] == pytest.approx(finetune.last_val_accuracy)
+    assert result["steps"] == 1 and [p.name for p in tmp_path.iterdir()] == ["best.finetune.json"]
+
+
 def _cli_args(tiny, tmp_path, *extra):
     return ["--config", "configs/finetune.yaml", f"--model.init_args.supernet={tiny['supernet']}",
             f"--model.init_args.output_dir={tmp_path}", "--model.init_args.calib_images=128",

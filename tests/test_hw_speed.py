@@ -204,7 +204,7 @@ def test_bf16_hidden_layers_rank_the_shipped_records_like_fp32():
 
 
 def test_compile_switch_auto_follows_the_break_even():
-    from cimnas.hw.cost_model import COMPILE_BREAK_EVEN_DESIGNS, resolve_compile
+    from cimnas.hw.cost_compile import COMPILE_BREAK_EVEN_DESIGNS, resolve_compile
 
     assert resolve_compile(True, 0) and not resolve_compile(False, 10**9) and not resolve_compile(None, 10**9)
     assert resolve_compile("auto", COMPILE_BREAK_EVEN_DESIGNS)

@@ -15,8 +15,9 @@ import torch
 
 ofa_nets = pytest.importorskip("ofa.imagenet_classification.elastic_nn.networks")
 
-from cimnas.models.ofa_import import (OFAConfig, OFAImportError, arch_from_ofa, arch_to_ofa,  # noqa: E402
-                                      config_of_space, export_ofa, import_ofa, main, ofa_space)
+from cimnas.models.ofa_config import (OFAConfig, OFAImportError, arch_from_ofa, arch_to_ofa,  # noqa: E402
+                                      config_of_space, ofa_space)
+from cimnas.models.ofa_import import export_ofa, import_ofa, main  # noqa: E402
 from cimnas.models.supernet import OFASupernet, load_supernet  # noqa: E402
 from cimnas.space import Architecture, get_space  # noqa: E402
 
@@ -317,7 +318,7 @@ def test_ofa_arch_encoder_features_and_predictor_equal_ofa(tmp_path):
     from ofa.nas.accuracy_predictor import AccuracyPredictor, MobileNetArchEncoder
 
     from cimnas.models.ofa_predictor import OFAAccuracyPredictor, import_ofa_predictor
-    from cimnas.search.evaluator import load_predictor
+    from cimnas.search.accuracy import load_predictor
 
     space, archs, batch = _random_mbv3_batch(150, seed=5)
     encoder = MobileNetArchEncoder(image_size_list=list(range(128, 225, 4)), ks_list=[3, 5, 7],

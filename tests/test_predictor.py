@@ -367,6 +367,100 @@ def test_train_cli_configs_run(tmp_path):
     assert (tmp_path / "q_run" / "predictor_report.json").exists()
 
 
+def _small_predictor_fit(tmp_path, callbacks, **module_args):
+    space = get_space("apq_mbv2_tiny")
+    path = synthetic_records(space, 40, module_args.get("quantized", True), seed=3, path=tmp_path / "r.jsonl")
+    dm = PredictorDataModule([str(path)], space=space.name, quantized=module_args.get("quantized", True),
+                             batch_size=16)
+    module = PredictorModule(space=space.name, **module_args)
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=str(tmp_path / "run"),
+                        check_val_every_n_epoch=10_000, num_sanity_val_steps=0, callbacks=callbacks)
+    return module, trainer, dm
+
+
+def test_export_callback_writes_report_and_checkpoint_at_fit_end(tmp_path, monkeypatch):
+    """PredictorExport (listed explicitly: used as given, not doubled) writes nothing before fit
+    ends, then the report, the held-out metrics file and the query checkpoint, with no temporary
+    file left; the module's default callback writes ``<run>/predictor_fp.pt`` for an fp predictor."""
+    from cimnas.models.predictor import PredictorExport
+
+    monkeypatch.setenv("CIMNAS_METRICS_FILE", str(tmp_path / "metrics.json"))
+    seen_before_end = []
+
+    class Observer(L.Callback):
+        def on_train_end(self, trainer, pl_module):
+            seen_before_end.append((tmp_path / "explicit.pt").exists())
+
+    export = PredictorExport(export_path=str(tmp_path / "explicit.pt"))
+    module, trainer, dm = _small_predictor_fit(tmp_path, [Observer(), export], export_path=str(tmp_path / "unused.pt"))
+    trainer.fit(module, dm)
+    assert seen_before_end == [False]
+    assert [cb for cb in trainer.callbacks if isinstance(cb, PredictorExport)] == [export]
+    predictor = AccuracyPredictor.from_checkpoint(tmp_path / "explicit.pt")
+    assert predictor.meta["report"] == module.last_report == export.last_report
+    assert not (tmp_path / "unused.pt").exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["predictor_report.json", "predictor_scatter.png"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["held_out_num_configs"] == module.last_report["metrics"]["num_configs"] == 8
+    # the module's default callback (no config entry): default file name of a full-precision predictor
+    module, trainer, dm = _small_predictor_fit(tmp_path / "fp", [], quantized=False, report=False)
+    trainer.fit(module, dm)
+    assert sum(isinstance(cb, PredictorExport) for cb in trainer.callbacks) == 1
+    assert sorted(p.name for p in (tmp_path / "fp" / "run").iterdir()) == ["predictor_fp.pt"]
+    assert module.last_report is None and not AccuracyPredictor.from_checkpoint(tmp_path / "fp" / "run" /
+                                                                                "predictor_fp.pt").quantized
+
+
+def test_failed_fit_or_failed_export_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
+    """A fit that raises exports nothing; an export that fails while writing leaves the previous
+    checkpoint as it was and no temporary file."""
+
+    class Fail(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            raise RuntimeError("boom")
+
+    module, trainer, dm = _small_predictor_fit(tmp_path, [Fail()], export_path=str(tmp_path / "p.pt"))
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(module, dm)
+    assert not (tmp_path / "p.pt").exists() and not (tmp_path / "run" / "predictor_report.json").exists()
+    assert module.last_report is None
+
+    (tmp_path / "p.pt").write_bytes(b"previous")
+
+    def broken_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as out:
+            out.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    module, trainer, dm = _small_predictor_fit(tmp_path, [], export_path=str(tmp_path / "p.pt"), report=False)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.fit(module, dm)
+    assert (tmp_path / "p.pt").read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["p.pt", "r.jsonl"]
+
+
+def test_export_callback_listed_in_a_config_behaves_as_the_default(tmp_path, monkeypatch):
+    """``trainer.callbacks`` may name PredictorExport: the same files and the same metrics file
+    (the held-out metrics, written after the trainer's metrics) as the module's default callback."""
+    from cimnas.cli import train_cli
+
+    space = get_space("apq_mbv2_tiny")
+    records = synthetic_records(space, 40, False, seed=1, path=tmp_path / "fp.jsonl")
+    files = {}
+    for name, callbacks in (("default", "[]"), ("listed", '[{"class_path": "cimnas.models.predictor.PredictorExport"}]')):
+        monkeypatch.setenv("CIMNAS_METRICS_FILE", str(tmp_path / f"{name}.json"))
+        train_cli(["fit", "--config", "configs/predictor/fmnist_fp.yaml", "--data.init_args.records", f"[{records}]",
+                   "--trainer.max_epochs", "2", "--trainer.logger", "false", "--trainer.callbacks", callbacks,
+                   "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
+                   "--trainer.default_root_dir", str(tmp_path / name)])
+        files[name] = sorted(p.name for p in (tmp_path / name).iterdir())
+        metrics = json.loads((tmp_path / f"{name}.json").read_text())
+        assert metrics and all(k.startswith("held_out_") for k in metrics), metrics
+    assert files["default"] == files["listed"] and "predictor_fp.pt" in files["listed"], files
+
+
 def test_agreement_of_two_measurements(tmp_path):
     from cimnas.models.predictor.agreement import agreement
 

@@ -18,8 +18,10 @@ from cimnas.hw.params import HardwareSpace
 from cimnas.models.predictor import AccuracyPredictor
 from cimnas.space import Architecture, QuantPolicy, apq_mbv2_tiny
 from cimnas.search.config import OutputConfig, SearchConfig, WandbConfig
-from cimnas.search.evaluator import FAILED_CV, REASONS, ConstraintConfig, DesignEvaluator
-from cimnas.search.ga import ConstrainedGA, GAConfig, make_batch, survival_order
+from cimnas.search.constraints import FAILED_CV, REASONS, ConstraintConfig
+from cimnas.search.evaluator import DesignEvaluator
+from cimnas.search.ga import ConstrainedGA, GAConfig
+from cimnas.search.survival import make_batch, survival_order
 from cimnas.search.genome import JointGenome
 from cimnas.search.objectives import ObjectiveConfig
 from cimnas.search.problem import JointProblem
@@ -157,6 +159,40 @@ def test_capacity_feasible_initial_population_and_ga_improves(genome, predictor_
     assert float(final[0, 0]) < first_best
     assert float(final[:, 0].median()) < 0.2 * first_median
     assert int(ga.status["n_unique"]) == 24  # duplicate elimination keeps genomes distinct
+
+
+@pytest.mark.parametrize("objective", ["ela", "pareto"])
+def test_ga_status_holds_the_generation_statistics_and_the_history_logger_reads_it(predictor_path, tmp_path,
+                                                                                   objective):
+    """``ga.status`` shows the algorithm's statistics of the population and of the latest
+    offspring; the history (an EvoTorch logger) holds one row per generation, equal to the status."""
+    from cimnas.search.ga import STATUS_KEYS
+    from cimnas.search.runner import HISTORY_COLUMNS, GenerationHistory, run_status
+
+    setup = build_setup(_config(tmp_path, predictor_path))
+    problem = JointProblem(setup.evaluator, ObjectiveConfig(name=objective))
+    ga = ConstrainedGA(problem, GAConfig(popsize=16, generations=4, seed=3))
+    ga.after_step_hook.append(run_status(ga, problem, 0.0))
+    history = GenerationHistory(ga)
+    assert history in ga.log_hook
+    for _ in range(3):
+        ga.step()
+    status = dict(ga.status)
+    reasons = [f"offspring_{r}" for r in REASONS[1:]]
+    assert set(STATUS_KEYS) | set(reasons) <= set(status)
+    ev, last = ga.population.evals, ga.last_evaluated
+    feasible = ev[:, problem.cv_column] <= 0
+    b = problem.best_index(ev)
+    assert status["n_feasible"] == int(feasible.sum()) and status["n_evaluations"] == 48
+    assert status["best_objective"] == float(problem.report_objective(ev)[b])
+    assert status["median_objective"] == float(problem.report_objective(ev[feasible]).median())
+    codes = last[:, problem.column("reason_code")].long()
+    assert [status[k] for k in reasons] == [int((codes == i).sum()) for i in range(1, len(REASONS))]
+    assert status["offspring_infeasible"] == int((last[:, problem.cv_column] > 0).sum())
+    assert [r["generation"] for r in history.rows] == [1, 2, 3]
+    assert tuple(history.rows[-1]) == HISTORY_COLUMNS
+    assert history.rows[-1] == {"generation": 3, **{k: status[k] for k in HISTORY_COLUMNS[1:]}}
+    assert history.rows[-1]["best_accuracy"] == float(ev[b, problem.column("accuracy")])
 
 
 def test_same_seed_same_population_and_resume_reproduces_uninterrupted_run(predictor_path, tmp_path):

@@ -14,7 +14,8 @@ import torch
 from cimnas.hw import HardwareSpace
 from cimnas.search.cli import parse_config
 from cimnas.search.config import OutputConfig, WandbConfig
-from cimnas.search.evaluator import REASONS, ConstraintConfig, DesignEvaluator, resolve_accuracy_floor
+from cimnas.search.constraints import REASONS, ConstraintConfig
+from cimnas.search.evaluator import DesignEvaluator, resolve_accuracy_floor
 from cimnas.search.ga import GAConfig
 from cimnas.search.genome import JointGenome
 from cimnas.search.run import run_search

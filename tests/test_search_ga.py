@@ -14,7 +14,9 @@ from evotorch import Problem, SolutionBatch
 
 from cimnas.hw.params import HardwareSpace
 from cimnas.search.evaluator import DesignEvaluator
-from cimnas.search.ga import ConstrainedGA, GAConfig, _niche_order, apply_moves, neighbourhood
+from cimnas.search.ga import ConstrainedGA, GAConfig
+from cimnas.search.polish import apply_moves, neighbourhood
+from cimnas.search.survival import niche_order
 from cimnas.search.genome import JointGenome
 from cimnas.search.objectives import ObjectiveConfig
 from cimnas.search.problem import JointProblem
@@ -132,9 +134,9 @@ def test_resume_mid_polish_reproduces_the_uninterrupted_run():
 
 def test_niche_order_caps_each_network():
     ids = torch.tensor([0, 0, 2, 0, 2, 5, 0, 2, 5])
-    order = _niche_order(ids, 2)
+    order = niche_order(ids, 2)
     assert order.tolist() == [0, 1, 2, 4, 5, 8, 3, 6, 7]
-    assert torch.equal(_niche_order(ids, 10), torch.arange(9))
+    assert torch.equal(niche_order(ids, 10), torch.arange(9))
 
 
 def test_niching_keeps_distinct_networks_in_the_population():

@@ -13,7 +13,7 @@ un-augmented training images -> top-1; :func:`cimnas.search.value_stats.measure_
 
 ``archs``: a JSON list of architectures, each either cimnas's (``depths``, ``kernels``,
 ``hidden``, ``resolution``) or OFA's ``set_active_subnet`` form (``ks``, ``e``, ``d``, optional
-``image_size``; see :func:`cimnas.models.ofa_import.arch_from_ofa`).
+``image_size``; see :func:`cimnas.models.ofa_config.arch_from_ofa`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from jsonargparse import auto_cli
 
 from cimnas.data.image_folder import ImageFolderDataModule
 from cimnas.io import atomic_torch_save, atomic_write_json
-from cimnas.models.ofa_import import arch_from_ofa
+from cimnas.models.ofa_config import arch_from_ofa
 from cimnas.models.supernet import evaluate_accuracy, load_supernet, recalibrate_bn
 from cimnas.space import Architecture, SearchSpace
 from cimnas.search.value_stats import measure_value_stats  # the search owns the per-slot format

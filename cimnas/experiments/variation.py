@@ -124,7 +124,7 @@ def compare_runs(result_dirs: Sequence[str], model_path: str, predictor: str | N
     ordinary runs; under variation for the runs listed in ``aware``, whose clean value is
     recovered by dividing by the retention), or a ``predictor`` re-scoring every design."""
     from cimnas.space import ArchBatch, Architecture, QuantPolicy, get_space
-    from cimnas.search.evaluator import load_predictor
+    from cimnas.search.accuracy import load_predictor
 
     model = RetentionModel.load(model_path)
     base = load_predictor(predictor) if predictor else None
@@ -177,7 +177,7 @@ def compare_fronts(result_dirs: Sequence[str], model_path: str, predictor: str |
     variation: bits per cell and weight bits along the front, and the lowest EDAP reaching each
     accuracy-under-variation threshold."""
     from cimnas.space import ArchBatch, get_space
-    from cimnas.search.evaluator import load_predictor
+    from cimnas.search.accuracy import load_predictor
 
     model = RetentionModel.load(model_path)
     base = load_predictor(predictor) if predictor else None

@@ -23,8 +23,9 @@ import torch
 from jsonargparse import ArgumentParser
 
 from cimnas.io import atomic_savefig, pyplot
-from cimnas.hw.cost_model import COMPONENTS, evaluate
+from cimnas.hw.cost_model import evaluate
 from cimnas.hw.params import HardwareBatch, HardwareParams
+from cimnas.hw.result import COMPONENTS
 from cimnas.hw.workload import Workload
 
 #: Components whose expected energy is below this share of the record's total are not ranked

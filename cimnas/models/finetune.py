@@ -11,16 +11,15 @@
 3. The accuracy of that inherited network on the held-out split (what the predictor was trained
    to predict) is measured, then the network is fine-tuned with straight-through fake
    quantization (reference: 5 epochs at lr 1e-3, ``cimnas-reference-code.md`` §1.6).
-4. At the end of ``fit`` the final held-out accuracy is written next to the predicted one in
-   ``<output_dir>/<design>.finetune.json`` (atomic) and the network is exported
+4. At the end of ``fit`` the module's default callback
+   (:class:`~cimnas.models.finetune_report.FinetuneReport`) writes the final held-out accuracy next
+   to the predicted one in ``<output_dir>/<design>.finetune.json`` (atomic) and exports the network
    (:func:`~cimnas.models.export.save_subnet`, plus ONNX when ``onnx`` is installed).
    ``validate`` / ``test`` add their accuracies to the same file.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import math
 import os
 from pathlib import Path
@@ -34,7 +33,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 import cimnas
 from cimnas.models.design import Design, load_design
-from cimnas.models.export import block_bit_widths, export_onnx, save_subnet
+from cimnas.models.export import block_bit_widths
+from cimnas.models.finetune_report import EXPORT_SUFFIX, RESULT_SUFFIX, FinetuneReport, result_path_for, update_json
 from cimnas.models.supernet import (
     OFASupernet,
     evaluate_accuracy,
@@ -42,12 +42,9 @@ from cimnas.models.supernet import (
     load_supernet,
     recalibrate_bn,
 )
-from cimnas.io import atomic_write_text
 
 #: The shipped Fashion-MNIST supernet (space ``apq_mbv2_tiny``).
 DEFAULT_SUPERNET = "cimnas/artifacts/fmnist/supernet.pt"
-RESULT_SUFFIX = ".finetune.json"
-EXPORT_SUFFIX = ".finetuned.pt"
 
 
 def resolve_artifact(path: str | os.PathLike, what: str = "supernet") -> Path:
@@ -65,30 +62,6 @@ def resolve_artifact(path: str | os.PathLike, what: str = "supernet") -> Path:
     raise FileNotFoundError(
         f"{what} file {str(path)!r} not found. Train one with `python train.py fit --config "
         f"configs/supernet/<name>.yaml` (its export_path), or pass --model.init_args.{what}=<path>.")
-
-
-def result_path_for(design_path: str | os.PathLike | None, output_dir: str | os.PathLike | None,
-                    name: str) -> Path:
-    """Where the fine-tuning result of a design goes: ``<output_dir>/<design stem>.finetune.json``
-    (``output_dir`` defaults to the design file's folder)."""
-    folder = Path(output_dir) if output_dir else (Path(design_path).parent if design_path else Path("."))
-    stem = Path(design_path).stem if design_path else name
-    return folder / f"{stem}{RESULT_SUFFIX}"
-
-
-def update_json(path: Path, updates: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``updates`` into the JSON object at ``path`` (created if missing), atomically."""
-    data: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            data = {}
-    data.update(updates)
-    data["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-    return data
 
 
 def _images(batch: Any) -> torch.Tensor:
@@ -110,7 +83,8 @@ class FinetuneModule(L.LightningModule):
         recalibrate: recalibrate BN statistics of the inherited subnet (always, unless debugging).
         measure_inherited: score the inherited network on the held-out split at the start of fit.
         output_dir: folder of the result JSON and the exports (default: the design file's folder).
-        export: write the fine-tuned state dict (and ONNX, when ``onnx`` is installed) after fit.
+        export: the default :class:`FinetuneReport` callback writes the fine-tuned state dict (and
+            ONNX, when ``onnx`` is installed) after fit.
         onnx: try the ONNX export.
         final_test: also score the final network on the test split at the end of fit
             (``finetuned_test_accuracy``; respects ``trainer.limit_test_batches``).
@@ -159,7 +133,7 @@ class FinetuneModule(L.LightningModule):
         self._source = [source]  # kept out of the module tree (not trained, not in checkpoints)
         self.net = source.export_subnet()
         self.expected_block_bits = [self.policy.block_bits(b) for b in source.active_block_indices()]
-        self._check_bits()
+        self.check_bits()
         n = self.space.num_classes
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
@@ -169,9 +143,11 @@ class FinetuneModule(L.LightningModule):
         self.inherited_val_accuracy: float | None = None
         self.last_val_accuracy: float | None = None
         self.last_test_accuracy: float | None = None
+        #: the result record of the last fit (filled by :class:`FinetuneReport`)
+        self.result: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ inherited network
-    def _check_bits(self) -> None:
+    def check_bits(self) -> None:
         found = block_bit_widths(self.net)
         if found != self.expected_block_bits:
             raise RuntimeError(f"subnet bit widths {found} differ from the design's {self.expected_block_bits}")
@@ -206,7 +182,7 @@ class FinetuneModule(L.LightningModule):
         exported = source.export_subnet()
         self.net.load_state_dict(exported.state_dict())
         source.to("cpu")
-        self._check_bits()
+        self.check_bits()
         self._prepared = True
 
     def setup(self, stage: str) -> None:
@@ -271,15 +247,17 @@ class FinetuneModule(L.LightningModule):
             return None
         return max(1, int(len(loader) * limit))
 
-    def _evaluate_val(self) -> float:
+    def evaluate_val(self) -> float:
+        """Top-1 on the validation split (``trainer.limit_val_batches`` respected)."""
         loader = self.trainer.datamodule.val_dataloader()
         return evaluate_accuracy(self, loader, max_batches=self._batch_limit(self.trainer.limit_val_batches, loader))
 
-    def _evaluate_test(self) -> float:
+    def evaluate_test(self) -> float:
+        """Top-1 on the test split (``trainer.limit_test_batches`` respected)."""
         loader = self.trainer.datamodule.test_dataloader()
         return evaluate_accuracy(self, loader, max_batches=self._batch_limit(self.trainer.limit_test_batches, loader))
 
-    def _log_numbers(self, values: dict[str, float | None]) -> None:
+    def log_numbers(self, values: dict[str, float | None]) -> None:
         numbers = {k: v for k, v in values.items() if v is not None}
         for logger in self.loggers:
             logger.log_metrics(numbers, step=self.global_step)
@@ -295,60 +273,18 @@ class FinetuneModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.hparams.measure_inherited and self.trainer.datamodule is not None:
-            self.inherited_val_accuracy = self._evaluate_val()
+            self.inherited_val_accuracy = self.evaluate_val()
             rank_zero_info(f"finetune: inherited (BN-recalibrated) val accuracy {self.inherited_val_accuracy:.4f}, "
                            f"predicted {self.design.predicted_accuracy}")
-        self._log_numbers({"finetune/predicted_acc": self.design.predicted_accuracy,
+        self.log_numbers({"finetune/predicted_acc": self.design.predicted_accuracy,
                            "finetune/inherited_val_acc": self.inherited_val_accuracy})
 
-    def on_fit_end(self) -> None:
-        self._check_bits()  # QAT never changes the bit widths
-        dm = self.trainer.datamodule
-        if self.last_val_accuracy is None and dm is not None:
-            self.last_val_accuracy = self._evaluate_val()
-        test_acc = self._evaluate_test() if self.hparams.final_test and dm is not None else None
-        if not self.trainer.is_global_zero:
-            return
-        exports: dict[str, Any] = {}
-        if self.hparams.export:
-            stem = self.result_path.name[: -len(RESULT_SUFFIX)]
-            pt = save_subnet(self.net, self.result_path.with_name(stem + EXPORT_SUFFIX), self.space, self.arch,
-                             self.policy, self.supernet_options,
-                             meta={"design": self.design_path, "predicted_accuracy": self.design.predicted_accuracy,
-                                   "finetuned_val_accuracy": self.last_val_accuracy})
-            exports["state_dict"] = str(pt)
-            if self.hparams.onnx:
-                onnx_path = export_onnx(self.net, self.result_path.with_name(stem + ".onnx"), self.arch.resolution,
-                                        self.space.in_channels)
-                exports["onnx"] = None if onnx_path is None else str(onnx_path)
-        pred = self.design.predicted_accuracy
-        final = self.last_val_accuracy
-        callback = self.trainer.checkpoint_callback
-        best_ckpt = getattr(callback, "best_model_path", None) or None
-        last_ckpt = getattr(callback, "last_model_path", None) or None
-        result = update_json(self.result_path, {
-            **self.base_result(),
-            "inherited_val_accuracy": self.inherited_val_accuracy,
-            "finetuned_val_accuracy": final,
-            "finetuned_test_accuracy": test_acc,
-            "abs_error": None if pred is None or final is None else abs(pred - final),
-            "epochs": self.current_epoch, "steps": self.global_step, "lr": self.hparams.lr,
-            "best_checkpoint": best_ckpt, "last_checkpoint": last_ckpt, "export": exports,
-        })
-        self._log_numbers({"finetune/finetuned_val_acc": final, "finetune/finetuned_test_acc": test_acc})
-        rank_zero_info(f"finetune: predicted {pred}, inherited {self.inherited_val_accuracy}, "
-                       f"fine-tuned val {final} -> {self.result_path}")
-        self.result = result
-
-    def on_validation_end(self) -> None:
-        if self.trainer.state.fn == "validate" and self.trainer.is_global_zero and self.last_val_accuracy is not None:
-            update_json(self.result_path, {**self.base_result(), "validate_accuracy": self.last_val_accuracy,
-                                           "validate_checkpoint": self.trainer.ckpt_path})
-
-    def on_test_end(self) -> None:
-        if self.trainer.is_global_zero and self.last_test_accuracy is not None:
-            update_json(self.result_path, {**self.base_result(), "test_accuracy": self.last_test_accuracy,
-                                           "test_checkpoint": self.trainer.ckpt_path})
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The end-of-fit result file and exports (:class:`FinetuneReport`, from ``export`` /
+        ``onnx`` / ``final_test``), unless the trainer already has one (listed in the config)."""
+        if any(isinstance(cb, FinetuneReport) for cb in self.trainer.callbacks):
+            return []
+        return [FinetuneReport()]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["cimnas_design"] = {"space": self.space.to_dict(), "architecture": self.arch.to_dict(),
@@ -378,4 +314,5 @@ if __name__ == "__main__":  # `python -m cimnas.models.finetune fit ...` = train
     sys.exit(main())
 
 
-__all__ = ["FinetuneModule", "DEFAULT_SUPERNET", "resolve_artifact", "result_path_for", "update_json"]
+__all__ = ["FinetuneModule", "FinetuneReport", "DEFAULT_SUPERNET", "EXPORT_SUFFIX", "RESULT_SUFFIX",
+           "resolve_artifact", "result_path_for", "update_json"]

@@ -15,7 +15,7 @@ Two OFA layouts are read (state dicts as OFA distributes them, loaded with ``wei
 :meth:`OFAAccuracyPredictor.features` builds the whole feature matrix of a batch with tensor
 ops (no per-candidate Python loop); :meth:`OFAAccuracyPredictor.predict` returns the accuracy
 fraction ``[B]``, so the predictor is an accuracy source of an ``ofa_mbv3`` search
-(``cimnas.search.evaluator.load_predictor`` recognises the file :func:`import_ofa_predictor`
+(``cimnas.search.accuracy.load_predictor`` recognises the file :func:`import_ofa_predictor`
 writes)::
 
     python -m cimnas.models.ofa_predictor --checkpoint acc_predictor.pth --space ofa_mbv3 \\

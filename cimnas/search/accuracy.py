@@ -1,25 +1,92 @@
-"""Accuracy sources of the search beyond the predictor itself.
+"""Every accuracy source of the search: the protocol (:class:`AccuracySource`: ``predict(ArchBatch)
+-> [B]`` top-1 fractions), the trained predictor loaded from its checkpoint (:func:`load_predictor`:
+our APQ-layout or ranking predictor, or OFA's), a constant (:class:`ConstantAccuracy`), and the
+noise-aware wrapper.
 
-:class:`NoiseAwareAccuracy` wraps any source (``predict(ArchBatch) -> [B]``) with the retention
-factor of RRAM conductance variation (:class:`cimnas.models.variation.RetentionModel`), a function
-of the network's mean relative weight noise :func:`network_noise_feature`, which reads each
-layer's parameter count from the cost-model lowering.
+:class:`NoiseAwareAccuracy` wraps any source with the retention factor of RRAM conductance
+variation (:class:`cimnas.models.variation.RetentionModel`), a function of the network's mean
+relative weight noise :func:`network_noise_feature`, which reads each layer's parameter count from
+the cost-model lowering. (``cimnas.models`` is imported on first use, not with this module: the
+search's start-up needs only the protocol.)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 
 from cimnas.hw.components.cell import is_sram
-from cimnas.models.variation import RetentionModel, VariationConfig, relative_weight_noise
 from cimnas.search.lowering import workload_from_arch
+from cimnas.space import ArchBatch
+
+if TYPE_CHECKING:
+    from cimnas.models.variation import RetentionModel, VariationConfig
+
+
+@runtime_checkable
+class AccuracySource(Protocol):
+    """Anything that predicts top-1 accuracy (a fraction) for a batch of (architecture, bits)."""
+
+    def predict(self, arch_batch: ArchBatch) -> torch.Tensor:  # pragma: no cover - protocol
+        ...
+
+
+class ArtifactError(FileNotFoundError):
+    """A default artifact (predictor checkpoint, layer statistics) is missing."""
+
+
+#: The commands that regenerate the shipped default artifacts (README, "The full pipeline").
+REGENERATE_HINT = (
+    "the README's 'The full pipeline' steps 1-2 (`python train.py fit --config configs/supernet/fmnist.yaml`; "
+    "`python -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist_fp.yaml` and "
+    "`--config configs/predictor/measure_fmnist.yaml`; `python train.py fit --config "
+    "configs/predictor/fmnist_fp.yaml`, then `--config configs/predictor/fmnist_quant.yaml`) and "
+    "`python -m cimnas.search.value_stats` for the layer value statistics (docs/search.md)"
+)
+
+
+class ConstantAccuracy:
+    """A fixed accuracy for every design (``predictor: constant:<fraction>``): for fixed-network
+    (hardware-only) searches of spaces without a trained predictor, where accuracy cannot change
+    the ranking (e.g. ResNet50 at the reference's 0.7595, cimnas-reference-code.md §8.2)."""
+
+    def __init__(self, value: float):
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"predictor constant:{value} must be an accuracy fraction in (0, 1]")
+        self.value = float(value)
+
+    def predict(self, arch_batch: ArchBatch) -> torch.Tensor:
+        return torch.full((arch_batch.batch_size,), self.value, dtype=torch.float64, device=arch_batch.device)
+
+
+def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> AccuracySource:
+    """Load the accuracy predictor checkpoint, failing loudly (never falling back to a proxy);
+    ``constant:<fraction>`` gives a :class:`ConstantAccuracy`."""
+    if str(path).startswith("constant:"):
+        return ConstantAccuracy(float(str(path).split(":", 1)[1]))
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(
+            f"accuracy predictor checkpoint {str(path)!r} not found. The default search needs the shipped "
+            f"default artifacts; regenerate them with: {REGENERATE_HINT}, or pass --predictor PATH."
+        )
+    from cimnas.models.ofa_predictor import OFAAccuracyPredictor, is_ofa_predictor_file
+    from cimnas.models.predictor import AccuracyPredictor
+
+    if is_ofa_predictor_file(path):  # OFA's MobileNetV3 predictor (python -m cimnas.models.ofa_predictor)
+        return OFAAccuracyPredictor.load(path, map_location=device)
+    predictor = AccuracyPredictor.from_checkpoint(path, map_location=device)
+    predictor.eval()
+    return predictor
 
 
 def network_noise_feature(space: Any, arch_batch: Any, bits_per_cell: torch.Tensor, config: VariationConfig) -> torch.Tensor:
     """Mean over active layers (weighted by parameter count, from the cost model's workload) of
     :func:`relative_weight_noise` ``[B]``: the predictor feature of the noise-aware accuracy."""
+    from cimnas.models.variation import relative_weight_noise
+
     wl = workload_from_arch(space, arch_batch, value_stats=None)
     params = (wl.C * wl.M * wl.R * wl.S * wl.G).double() * wl.mask.double()
     table = torch.zeros(9, 9, dtype=torch.float64)
@@ -70,4 +137,5 @@ class NoiseAwareAccuracy:
 
 
 
-__all__ = ["network_noise_feature", "NoiseAwareAccuracy"]
+__all__ = ["REGENERATE_HINT", "AccuracySource", "ArtifactError", "ConstantAccuracy", "NoiseAwareAccuracy", "load_predictor",
+           "network_noise_feature"]

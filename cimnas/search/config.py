@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from cimnas.search.evaluator import ConstraintConfig
+from cimnas.search.constraints import ConstraintConfig
 from cimnas.search.ga import GAConfig
 from cimnas.search.objectives import ObjectiveConfig
 
@@ -106,7 +106,7 @@ class SearchConfig:
         device: ``cpu`` or ``cuda`` (population, predictor and cost model).
         reference_compat: the cost model's reference-compatibility switch.
         hw_compile: the fused (``torch.compile``) cost kernel: true, false or ``auto`` (on when
-            popsize x generations repays the compile, :func:`cimnas.hw.cost_model.compile_pays_off`).
+            popsize x generations repays the compile, :func:`cimnas.hw.cost_compile.compile_pays_off`).
         num_actors: evaluate with this many EvoTorch Ray actors (null: in-process).
         num_gpus_per_actor: GPUs given to each actor (e.g. 1); an actor with a GPU evaluates its
             piece of the population there.

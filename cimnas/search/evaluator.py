@@ -5,13 +5,12 @@
 the total constraint violation and a reason code per design. No per-candidate Python loop on the
 normal path.
 
-Constraints (constraint domination, never a silent score): whole-network capacity (required cells
-<= available cells) and chip area <= budget (default 800 mm² = the reference's 8 cm²). The total
-violation is the sum of relative violations, ``max(0, required/available - 1) + max(0,
-area/budget - 1)``, so cells and mm² add up without a unit clash. A design the cost model or the
-predictor cannot evaluate (non-finite result, cost-model failure) is infeasible with violation
-:data:`FAILED_CV` and its reason is logged; it can never rank above a feasible design (the
-reference scores such designs 0 = best, ``cimnas-reference-code.md`` §1.9).
+Constraints (:mod:`cimnas.search.constraints`): whole-network capacity and chip area, optionally an
+accuracy floor, as relative violations summed. A design the cost model or the predictor cannot
+evaluate (non-finite result, cost-model failure) is infeasible with violation :data:`FAILED_CV`
+and its reason is logged; it can never rank above a feasible design (the reference scores such
+designs 0 = best, ``cimnas-reference-code.md`` §1.9). The accuracy sources are in
+:mod:`cimnas.search.accuracy`.
 """
 
 from __future__ import annotations
@@ -19,27 +18,16 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 
-from cimnas.space import ArchBatch
+from cimnas.search.accuracy import AccuracySource
+from cimnas.search.constraints import CODE_OF_MASK, FAILED_CV, REASONS, ConstraintConfig
 from cimnas.search.genome import JointGenome
+from cimnas.space import ArchBatch
 
 log = logging.getLogger("cimnas.search")
-
-#: Constraint violation given to designs that could not be evaluated.
-FAILED_CV = 1e30
-
-#: Reason codes stored per design (``reason_code`` column); the accuracy-floor codes come after
-#: ``evaluation_failed`` so the codes of searches without a floor stay what they were.
-REASONS = ("ok", "capacity", "area", "capacity+area", "evaluation_failed",
-           "accuracy", "capacity+accuracy", "area+accuracy", "capacity+area+accuracy")
-#: reason code of each violation bit mask (1 capacity, 2 area, 4 accuracy floor)
-_CODE_OF_MASK = (0, 1, 2, 3, 5, 6, 7, 8)
-#: Where a relative accuracy floor is measured: subnets of the space at its highest bit width.
-ACCURACY_REFERENCES = ("largest", "median", "smallest")
 
 #: Metric columns of an :class:`Evaluation`, in the order they are stored and written to CSV.
 METRIC_COLUMNS = (
@@ -47,114 +35,6 @@ METRIC_COLUMNS = (
     "tops_per_w_layer_mean", "tops_per_mm2_layer_mean", "utilization", "required_cells", "available_cells",
     "weight_bits", "capacity_violation", "area_violation", "reason_code", "accuracy_violation",
 )
-
-
-@runtime_checkable
-class AccuracySource(Protocol):
-    """Anything that predicts top-1 accuracy (a fraction) for a batch of (architecture, bits)."""
-
-    def predict(self, arch_batch: ArchBatch) -> torch.Tensor:  # pragma: no cover - protocol
-        ...
-
-
-class ArtifactError(FileNotFoundError):
-    """A default artifact (predictor checkpoint, layer statistics) is missing."""
-
-
-#: The commands that regenerate the shipped default artifacts (README, "The full pipeline").
-REGENERATE_HINT = (
-    "the README's 'The full pipeline' steps 1-2 (`python train.py fit --config configs/supernet/fmnist.yaml`; "
-    "`python -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist_fp.yaml` and "
-    "`--config configs/predictor/measure_fmnist.yaml`; `python train.py fit --config "
-    "configs/predictor/fmnist_fp.yaml`, then `--config configs/predictor/fmnist_quant.yaml`) and "
-    "`python -m cimnas.search.value_stats` for the layer value statistics (docs/search.md)"
-)
-
-
-class ConstantAccuracy:
-    """A fixed accuracy for every design (``predictor: constant:<fraction>``): for fixed-network
-    (hardware-only) searches of spaces without a trained predictor, where accuracy cannot change
-    the ranking (e.g. ResNet50 at the reference's 0.7595, cimnas-reference-code.md §8.2)."""
-
-    def __init__(self, value: float):
-        if not 0.0 < value <= 1.0:
-            raise ValueError(f"predictor constant:{value} must be an accuracy fraction in (0, 1]")
-        self.value = float(value)
-
-    def predict(self, arch_batch: ArchBatch) -> torch.Tensor:
-        return torch.full((arch_batch.batch_size,), self.value, dtype=torch.float64, device=arch_batch.device)
-
-
-def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> AccuracySource:
-    """Load the accuracy predictor checkpoint, failing loudly (never falling back to a proxy);
-    ``constant:<fraction>`` gives a :class:`ConstantAccuracy`."""
-    if str(path).startswith("constant:"):
-        return ConstantAccuracy(float(str(path).split(":", 1)[1]))
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(
-            f"accuracy predictor checkpoint {str(path)!r} not found. The default search needs the shipped "
-            f"default artifacts; regenerate them with: {REGENERATE_HINT}, or pass --predictor PATH."
-        )
-    from cimnas.models.ofa_predictor import OFAAccuracyPredictor, is_ofa_predictor_file
-    from cimnas.models.predictor import AccuracyPredictor
-
-    if is_ofa_predictor_file(path):  # OFA's MobileNetV3 predictor (python -m cimnas.models.ofa_predictor)
-        return OFAAccuracyPredictor.load(path, map_location=device)
-    predictor = AccuracyPredictor.from_checkpoint(path, map_location=device)
-    predictor.eval()
-    return predictor
-
-
-@dataclass
-class ConstraintConfig:
-    """Constraints handled by constraint domination.
-
-    Attributes:
-        area_budget_mm2: chip-area budget (reference: 8 cm² = 800 mm²); null disables it.
-        capacity: require the whole network's weights to fit on chip (weight-stationary).
-        min_accuracy: accuracy floor as a fraction (0.85 = 85 %); null: none.
-        min_accuracy_quantile: accuracy floor at this quantile of the accuracy source's values over
-            ``floor_samples`` uniformly random designs of the space (0.9: a design must be
-            predicted at least as accurate as 90 % of the space) — a floor that adapts to the
-            data set and the predictor; null: none.
-        max_accuracy_drop: accuracy floor this far (fraction; 0.01 = 1 point) below the
-            ``accuracy_reference`` subnet at the space's highest bit width; null: none.
-        accuracy_reference: ``largest``, ``median`` or ``smallest`` (for ``max_accuracy_drop``).
-        floor_samples: random designs for ``min_accuracy_quantile`` (drawn with ``floor_seed``).
-        floor_seed: seed of those designs (fixed, so the floor does not move with the GA seed).
-
-    With several floors the highest applies. A design below the floor violates it by
-    ``(floor - accuracy) / floor``, added to the total violation like capacity and area.
-    """
-
-    area_budget_mm2: float | None = 800.0
-    capacity: bool = True
-    min_accuracy: float | None = None
-    min_accuracy_quantile: float | None = None
-    max_accuracy_drop: float | None = None
-    accuracy_reference: str = "largest"
-    floor_samples: int = 4096
-    floor_seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.area_budget_mm2 is not None and self.area_budget_mm2 <= 0:
-            raise ValueError(f"constraints.area_budget_mm2={self.area_budget_mm2} must be positive or null")
-        if self.min_accuracy is not None and not 0.0 < self.min_accuracy <= 1.0:
-            raise ValueError(f"constraints.min_accuracy={self.min_accuracy} must be a fraction in (0, 1] or null")
-        if self.min_accuracy_quantile is not None and not 0.0 <= self.min_accuracy_quantile <= 1.0:
-            raise ValueError(f"constraints.min_accuracy_quantile={self.min_accuracy_quantile} must be in [0, 1] or null")
-        if self.max_accuracy_drop is not None and not 0.0 <= self.max_accuracy_drop < 1.0:
-            raise ValueError(f"constraints.max_accuracy_drop={self.max_accuracy_drop} must be in [0, 1) or null")
-        if self.accuracy_reference not in ACCURACY_REFERENCES:
-            raise ValueError(f"constraints.accuracy_reference={self.accuracy_reference!r} is not allowed; "
-                             f"allowed values: {list(ACCURACY_REFERENCES)}")
-        if self.floor_samples < 1:
-            raise ValueError(f"constraints.floor_samples={self.floor_samples} must be >= 1")
-
-    @property
-    def has_accuracy_floor(self) -> bool:
-        return any(v is not None for v in (self.min_accuracy, self.min_accuracy_quantile, self.max_accuracy_drop))
 
 
 @dataclass
@@ -206,7 +86,7 @@ class DesignEvaluator:
         reference_compat: reproduce the reference code's cost-model quirks.
         hw_compile: the fused cost kernel (``cimnas.hw.evaluate(compile=...)``): true, false, or
             ``"auto"`` = on when ``expected_evaluations`` repays the compile
-            (:func:`cimnas.hw.cost_model.compile_pays_off`).
+            (:func:`cimnas.hw.cost_compile.compile_pays_off`).
     """
 
     def __init__(self, genome: JointGenome, accuracy: AccuracySource, constraints: ConstraintConfig | None = None,
@@ -219,7 +99,7 @@ class DesignEvaluator:
         self.constraints = constraints or ConstraintConfig()
         self.value_stats = value_stats
         self.reference_compat = reference_compat
-        from cimnas.hw.cost_model import resolve_compile
+        from cimnas.hw.cost_compile import resolve_compile
 
         self.hw_compile = resolve_compile(hw_compile, expected_evaluations)
         self._decoded: tuple[torch.Tensor, ArchBatch, Any] | None = None  # (genome, arch, hardware) being evaluated
@@ -331,7 +211,7 @@ class DesignEvaluator:
             acc_v = torch.nan_to_num(((floor - accuracy) / floor).clamp_min(0.0), nan=0.0)
         cv = torch.where(failed, torch.full_like(cap_v, FAILED_CV), cap_v + area_v + acc_v)
         mask = (cap_v > 0).long() + 2 * (area_v > 0).long() + 4 * (acc_v > 0).long()
-        code = torch.tensor(_CODE_OF_MASK, device=device)[mask]
+        code = torch.tensor(CODE_OF_MASK, device=device)[mask]
         code = torch.where(failed, torch.full_like(code, REASONS.index("evaluation_failed")), code)
         metrics["capacity_violation"] = cap_v
         metrics["area_violation"] = area_v
@@ -429,7 +309,4 @@ def resolve_accuracy_floor(constraints: ConstraintConfig, accuracy: AccuracySour
     return max(floors) if floors else None
 
 
-__all__ = [
-    "AccuracySource", "ACCURACY_REFERENCES", "resolve_accuracy_floor", "ArtifactError", "ConstantAccuracy", "ConstraintConfig", "DesignEvaluator", "Evaluation", "FAILED_CV",
-    "METRIC_COLUMNS", "REASONS", "load_predictor",
-]
+__all__ = ["METRIC_COLUMNS", "DesignEvaluator", "Evaluation", "resolve_accuracy_floor"]

@@ -11,11 +11,12 @@ Semantics (pymoo ``GA`` as configured by the CIMNAS code, ``cimnas-reference-cod
 3. survival: elitist (mu + lambda): parents and children are pooled and the best ``popsize`` kept.
    Single objective: lexicographic (constraint violation, objective keys). Two objectives:
    feasible designs by NSGA-II (EvoTorch's ``arg_pareto_sort``: fronts, then crowding distance),
-   infeasible ones after them by constraint violation (constraint domination).
+   infeasible ones after them by constraint violation (constraint domination)
+   (:mod:`cimnas.search.survival`).
 
 Beyond the reference (both off with ``polish_fraction=0, max_per_network=None``): the last
 ``polish_fraction`` of the generations are a batched local search around the best designs (one-gene
-and linked two-gene moves, see :meth:`ConstrainedGA.polish_candidates`), and survival caps the
+and linked two-gene moves, :mod:`cimnas.search.polish`), and survival caps the
 copies of each network (niching). Mating rounds after the first make only the shortfall (as
 pymoo's ``Mating``); SBX / mutation compute only the genes they change and duplicates are found by
 row hashes, both with the exact forms' results.
@@ -28,8 +29,9 @@ is part of :meth:`state_dict`, so a resumed run reproduces an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -37,9 +39,10 @@ from evotorch import Problem, SolutionBatch
 from evotorch.algorithms.searchalgorithm import SearchAlgorithm
 
 from cimnas.search.operators import (
-    binary_tournament, first_index, first_occurrence, first_occurrence_exact, lexsort, polynomial_mutation, row_hash,
-    simulated_binary_crossover,
+    RowSet, binary_tournament, first_index, first_occurrence, polynomial_mutation, row_hash, simulated_binary_crossover,
 )
+from cimnas.search.polish import PolishState, untried_neighbours
+from cimnas.search.survival import make_batch, niche_order, survival_order
 
 
 def _plain(values: torch.Tensor) -> torch.Tensor:
@@ -109,152 +112,9 @@ class GAConfig:
                 raise ValueError(f"ga.{name}={getattr(self, name)} must be positive")
 
 
-def make_batch(problem: Problem, values: torch.Tensor, evals: torch.Tensor | None = None) -> SolutionBatch:
-    """A :class:`SolutionBatch` holding ``values`` (and, when given, already computed ``evals``)."""
-    batch = SolutionBatch(problem, popsize=int(values.shape[0]), empty=True, device=values.device)
-    batch.set_values(values)
-    if evals is not None:
-        batch.set_evals(evals.to(batch.device))
-    return batch
-
-
-def survival_order(problem: Problem, evals: torch.Tensor, pool: SolutionBatch | None = None) -> torch.Tensor:
-    """Best-first order of a pool by constraint domination.
-
-    Needs ``problem.cv_column`` (index into ``evals`` of the total constraint violation, 0 when
-    feasible) and, for one objective, ``problem.key_columns`` (sort keys, minimised in order).
-    With two or more objectives the feasible designs are ordered by NSGA-II fronts and crowding.
-    """
-    cv = evals[:, problem.cv_column]
-    if problem.is_multi_objective:
-        feasible = (cv <= 0).nonzero().reshape(-1)
-        infeasible = (cv > 0).nonzero().reshape(-1)
-        parts = []
-        if feasible.numel() > 0:
-            if pool is None:
-                raise ValueError("multi-objective survival needs the SolutionBatch pool")
-            info = pool.take(feasible).arg_pareto_sort(crowdsort=True)
-            parts.append(feasible[torch.cat([f.to(feasible.device) for f in info.fronts])])
-        if infeasible.numel() > 0:
-            parts.append(infeasible[torch.argsort(cv[infeasible], stable=True)])
-        return torch.cat(parts)
-    keys = [cv.clamp_min(0)] + [evals[:, c] for c in problem.key_columns]
-    return lexsort(keys)
-
-
-def neighbourhood(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, linked: list[int]) -> torch.Tensor:
-    """Moves ``long [M, 4]`` (gene, value, gene2, value2; gene2 = -1 for one-gene moves) from the
-    genome ``x [L]``: every other option of every free gene, then every joint change of two
-    ``linked`` free genes (both to another option)."""
-    device = x.device
-    span = (upper - lower).clamp_min(0)  # options other than the current one
-    genes = torch.repeat_interleave(torch.arange(x.numel(), device=device), span)
-    starts = torch.cumsum(span, 0) - span
-    k = torch.arange(genes.numel(), device=device) - starts[genes]
-    values = lower[genes] + k
-    values = values + (values >= x[genes]).long()  # skip the current option
-    singles = torch.stack([genes, values, torch.full_like(genes, -1), torch.zeros_like(genes)], 1)
-    parts = [singles]
-    free_linked = [g for g in linked if int(span[g]) > 0]
-    for i, g in enumerate(free_linked):
-        vg = values[genes == g]
-        for h in free_linked[i + 1:]:
-            vh = values[genes == h]
-            a, b = torch.meshgrid(vg, vh, indexing="ij")
-            a, b = a.reshape(-1), b.reshape(-1)
-            parts.append(torch.stack([torch.full_like(a, g), a, torch.full_like(b, h), b], 1))
-    return torch.cat(parts)
-
-
-def apply_moves(x: torch.Tensor, moves: torch.Tensor) -> torch.Tensor:
-    """The genomes ``[M, L]`` that ``moves [M, 4]`` (see :func:`neighbourhood`) make from ``x``."""
-    rows = x.unsqueeze(0).repeat(moves.shape[0], 1)
-    index = torch.arange(moves.shape[0], device=x.device)
-    rows[index, moves[:, 0]] = moves[:, 1]
-    two = moves[:, 2] >= 0
-    rows[index[two], moves[two, 2]] = moves[two, 3]
-    return rows
-
-
-def _niche_order(network_ids: torch.Tensor, cap: int) -> torch.Tensor:
-    """Stable order (into the given best-first sequence) moving every individual beyond the
-    ``cap``-th of its network behind all within-cap ones."""
-    n = network_ids.numel()
-    position = torch.arange(n, device=network_ids.device)
-    by_network = torch.argsort(network_ids, stable=True)  # ranks stay in order within a network
-    sorted_ids = network_ids[by_network]
-    new_group = torch.ones(n, dtype=torch.bool, device=network_ids.device)
-    new_group[1:] = sorted_ids[1:] != sorted_ids[:-1]
-    group_start = torch.cummax(torch.where(new_group, position, torch.zeros_like(position)), 0).values
-    occurrence = torch.empty_like(position)
-    occurrence[by_network] = position - group_start
-    return torch.argsort((occurrence >= cap).long(), stable=True)
-
-
-@dataclass
-class _PolishState:
-    """Where the local polish stands: the incumbent, its shuffled moves and how many are used,
-    and the (hashes of the) designs whose neighbourhood is exhausted."""
-
-    incumbent: torch.Tensor | None = None
-    moves: torch.Tensor | None = None
-    offset: int = 0
-    polished: list[int] = field(default_factory=list)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"incumbent": None if self.incumbent is None else self.incumbent.cpu(),
-                "moves": None if self.moves is None else self.moves.cpu(), "offset": self.offset,
-                "polished": torch.tensor(self.polished, dtype=torch.long)}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any] | None, device: torch.device) -> "_PolishState":
-        if not state:
-            return cls()
-        return cls(None if state["incumbent"] is None else state["incumbent"].to(device),
-                   None if state["moves"] is None else state["moves"].to(device), int(state["offset"]),
-                   [int(v) for v in state["polished"].tolist()])
-
-
-class _RowSet:
-    """The genomes of a generation so far (parents and accepted children), for duplicate checks
-    by row hash: sorted hashes, then an exact row comparison of every hash hit. The answers equal
-    :func:`first_occurrence` on the concatenation ``[seen; children]`` (collisions take that form)."""
-
-    def __init__(self, rows: torch.Tensor, hashes: torch.Tensor | None = None, capacity: int = 0):
-        # rows live in a buffer with room for ``capacity`` more, so adding does not copy them
-        self._buffer = torch.empty((rows.shape[0] + capacity, rows.shape[1]), dtype=rows.dtype, device=rows.device)
-        self._buffer[: rows.shape[0]] = rows
-        self._n = rows.shape[0]
-        self.hashes = row_hash(rows) if hashes is None else hashes
-        self.sorted_hashes, self.order = torch.sort(self.hashes, stable=True)
-
-    @property
-    def rows(self) -> torch.Tensor:
-        return self._buffer[: self._n]
-
-    def add(self, rows: torch.Tensor, hashes: torch.Tensor | None = None) -> None:
-        if rows.shape[0] == 0:
-            return
-        end = self._n + rows.shape[0]
-        if end > self._buffer.shape[0]:
-            self._buffer = torch.cat([self._buffer[: self._n], rows])
-        else:
-            self._buffer[self._n:end] = rows
-        self._n = end
-        self.hashes = torch.cat([self.hashes, row_hash(rows) if hashes is None else hashes])
-        self.sorted_hashes, self.order = torch.sort(self.hashes, stable=True)
-
-    def new_rows(self, children: torch.Tensor, hashes: torch.Tensor | None = None) -> torch.Tensor:
-        """``bool [C]``: children equal to no seen row and to no earlier child."""
-        hashes = row_hash(children) if hashes is None else hashes
-        pos = torch.searchsorted(self.sorted_hashes, hashes).clamp_max(self.sorted_hashes.numel() - 1)
-        hit = self.sorted_hashes[pos] == hashes
-        hit_index = hit.nonzero().reshape(-1)
-        if hit_index.numel() and not torch.equal(children[hit_index], self.rows[self.order[pos[hit_index]]]):
-            # a hash shared by distinct rows: the exact form
-            pool = torch.cat([self.rows, children])
-            return first_occurrence_exact(pool)[self.rows.shape[0]:]
-        return ~hit & first_occurrence(children, hashes=hashes)
+#: Statistics in :attr:`ConstrainedGA.status` after each step (besides EvoTorch's ``iter``), plus
+#: ``offspring_<reason>`` for each failure reason of the problem's ``reasons`` (index = code, 0 = ok).
+STATUS_KEYS = ("best_objective", "median_objective", "n_feasible", "n_evaluations", "n_unique", "offspring_infeasible")
 
 
 class ConstrainedGA(SearchAlgorithm):
@@ -264,17 +124,16 @@ class ConstrainedGA(SearchAlgorithm):
         problem: an EvoTorch problem with ``dtype=torch.int64``, per-gene ``lower_bounds`` /
             ``upper_bounds`` (option indices; equal bounds freeze a gene), ``cv_column`` and
             ``key_columns`` (see :func:`survival_order`). When it has a
-            ``sample_initial(n, generator)`` method, the initial population comes from it.
+            ``sample_initial(n, generator)`` method, the initial population comes from it. Its
+            optional ``report_objective(evals)`` (per-design objective of the statistics),
+            ``best_index(evals)`` (the best design's row) and ``reasons`` / ``reason_codes(evals)``
+            (failure reasons) shape :attr:`status` (see :data:`STATUS_KEYS`).
         config: :class:`GAConfig`.
         initial_values: optional genomes to start from (else sampled).
     """
 
     def __init__(self, problem: Problem, config: GAConfig, initial_values: torch.Tensor | None = None):
-        SearchAlgorithm.__init__(
-            self, problem,
-            best_objective=self._status_best_objective, n_feasible=self._status_n_feasible,
-            n_evaluations=lambda: self.n_evaluations, n_unique=self._status_n_unique,
-        )
+        SearchAlgorithm.__init__(self, problem, **self._status_getters(problem))
         self.config = config
         self.device = torch.device(problem.device)
         self.lower = problem.lower_bounds.to(self.device).long()
@@ -286,7 +145,7 @@ class ConstrainedGA(SearchAlgorithm):
         self.last_values: torch.Tensor | None = None  # and its genomes
         self._population: SolutionBatch | None = None
         self._initial_values = initial_values
-        self._polish = _PolishState()
+        self._polish = PolishState()
         self._network_keys: torch.Tensor | None = None  # the population's network keys (niching)
 
     @property
@@ -325,7 +184,7 @@ class ConstrainedGA(SearchAlgorithm):
         order = survival_order(self.problem, batch.evals, batch)
         if self._niching:
             keys = self.problem.network_keys(_plain(batch.values)) if network_keys is None else network_keys
-            order = order[_niche_order(first_index(keys[order]), self.config.max_per_network)]
+            order = order[niche_order(first_index(keys[order]), self.config.max_per_network)]
             self._network_keys = keys[order[:n]]
         order = order[:n]
         return make_batch(self.problem, batch.values[order].clone(), batch.evals[order].clone())
@@ -373,7 +232,7 @@ class ConstrainedGA(SearchAlgorithm):
         parents = _plain(parents)
         if not self.config.eliminate_duplicates:
             return self._mate(parents, n_children)[:n_children]
-        seen = _RowSet(parents, capacity=n_children)
+        seen = RowSet(parents, capacity=n_children)
         accepted = parents[:0]
         for _ in range(self.config.max_mating_rounds):
             shortfall = n_children - accepted.shape[0]
@@ -387,39 +246,10 @@ class ConstrainedGA(SearchAlgorithm):
         return accepted
 
     def polish_candidates(self, population: torch.Tensor, n: int) -> torch.Tensor:
-        """``n`` untried neighbours (one-gene and linked two-gene changes) of the best designs of
-        ``population`` (best-first) not yet polished: the incumbent's neighbourhood is visited in
-        a random order drawn once from the GA's generator; when it is used up, the incumbent is
-        marked polished and the next design's neighbourhood continues the batch."""
-        state = self._polish
-        seen = _RowSet(population, capacity=n)
-        polished = set(state.polished)
-        accepted = population[:0]
+        """``n`` untried neighbours of the best not-yet-polished designs of ``population``
+        (best-first); see :func:`~cimnas.search.polish.untried_neighbours`."""
         linked = list(getattr(self.problem, "linked_genes", []))
-        for candidate in range(population.shape[0]):
-            if accepted.shape[0] >= n:
-                break
-            x = population[candidate]
-            key = int(row_hash(x.unsqueeze(0))[0])
-            if key in polished:
-                continue
-            if state.incumbent is None or not torch.equal(state.incumbent, x):
-                moves = neighbourhood(x, self.lower, self.upper, linked)
-                perm = torch.randperm(moves.shape[0], generator=self.generator, device=self.device)
-                state.incumbent, state.moves, state.offset = x.clone(), moves[perm], 0
-            while accepted.shape[0] < n and state.offset < state.moves.shape[0]:
-                take = state.moves[state.offset:state.offset + n - accepted.shape[0]]
-                state.offset += take.shape[0]
-                rows = apply_moves(x, take)
-                hashes = row_hash(rows)
-                new = seen.new_rows(rows, hashes)
-                accepted = torch.cat([accepted, rows[new]])
-                seen.add(rows[new], hashes[new])
-            if state.offset >= state.moves.shape[0]:
-                state.polished.append(key)
-                polished.add(key)
-                state.incumbent = None
-        return accepted
+        return untried_neighbours(self._polish, population, n, self.lower, self.upper, linked, self.generator)
 
     def _step(self) -> None:
         """Step 1 creates and evaluates the initial population (pymoo counts it as generation 1);
@@ -445,17 +275,59 @@ class ConstrainedGA(SearchAlgorithm):
         self._population = self._sorted(pool, self.config.popsize, keys)
 
     # ------------------------------------------------------------------ status
+    def _status_getters(self, problem: Problem) -> dict[str, Callable[[], Any]]:
+        """The per-generation statistics in :attr:`status` (see :data:`STATUS_KEYS`), one
+        ``offspring_<reason>`` count per failure reason of the problem's ``reasons``."""
+        getters: dict[str, Callable[[], Any]] = {
+            "best_objective": self._status_best_objective, "median_objective": self._status_median_objective,
+            "n_feasible": self._status_n_feasible, "n_evaluations": lambda: self.n_evaluations,
+            "n_unique": self._status_n_unique, "offspring_infeasible": self._status_offspring_infeasible,
+        }
+        for code, reason in enumerate(getattr(problem, "reasons", ())[1:], start=1):
+            getters[f"offspring_{reason}"] = functools.partial(self._status_offspring_reason, code)
+        return getters
+
+    def _population_evals(self) -> torch.Tensor:
+        return _plain(self.population.evals)
+
+    def _report_objective(self, evals: torch.Tensor) -> torch.Tensor:
+        """The objective the statistics report per design: the problem's ``report_objective``
+        (e.g. EDAP / accuracy in a Pareto run), else the first objective value."""
+        report = getattr(self.problem, "report_objective", None)
+        return report(evals) if report is not None else evals[:, 0]
+
     def _status_best_objective(self) -> float:
-        pop = self.population
-        if pop.evals[0, self.problem.cv_column] > 0:
+        """The reported objective of the best design (the problem's ``best_index``, else the
+        first in survival order); NaN when that design is infeasible."""
+        evals = self._population_evals()
+        best = getattr(self.problem, "best_index", None)
+        b = best(evals) if best is not None else 0
+        if not bool(evals[b, self.problem.cv_column] <= 0):
             return math.nan
-        return float(pop.evals[0, 0])
+        return float(self._report_objective(evals[b:b + 1])[0])
+
+    def _status_median_objective(self) -> float:
+        """Median reported objective of the feasible population (NaN when none is feasible)."""
+        evals = self._population_evals()
+        objective = self._report_objective(evals[evals[:, self.problem.cv_column] <= 0])
+        return float(objective.median()) if objective.numel() else math.nan
 
     def _status_n_feasible(self) -> int:
         return int((self.population.evals[:, self.problem.cv_column] <= 0).sum())
 
     def _status_n_unique(self) -> int:
         return int(first_occurrence(_plain(self.population.values)).sum())
+
+    def _status_offspring_infeasible(self) -> int:
+        """Infeasible designs among the latest evaluated batch (this generation's offspring)."""
+        last = self.last_evaluated
+        return int((_plain(last)[:, self.problem.cv_column] > 0).sum()) if last is not None else 0
+
+    def _status_offspring_reason(self, code: int) -> int:
+        """Designs of the latest evaluated batch that failed for reason ``code`` (the problem's
+        ``reason_codes``)."""
+        last = self.last_evaluated
+        return int((self.problem.reason_codes(_plain(last)) == code).sum()) if last is not None else 0
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -474,8 +346,8 @@ class ConstrainedGA(SearchAlgorithm):
         self.generator.set_state(state["generator"])
         self._steps_count = int(state["step"])
         self.n_evaluations = int(state["n_evaluations"])
-        self._polish = _PolishState.from_state_dict(state.get("polish"), self.device)
+        self._polish = PolishState.from_state_dict(state.get("polish"), self.device)
         self._network_keys = None
 
 
-__all__ = ["ConstrainedGA", "GAConfig", "apply_moves", "make_batch", "neighbourhood", "survival_order"]
+__all__ = ["STATUS_KEYS", "ConstrainedGA", "GAConfig"]

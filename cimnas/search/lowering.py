@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
-from cimnas.hw.cost_model import CostResult, evaluate_rows
+from cimnas.hw.cost_model import evaluate_rows
 from cimnas.hw.params import HardwareBatch
+from cimnas.hw.result import CostResult
 from cimnas.hw.workload import LAYER_KINDS, TYPICAL_HISTOGRAMS, Workload, WorkloadError
 from cimnas.space import ArchBatch, SearchSpace
 from cimnas.space.layers import (KINDS, ROLE_DW, ROLE_MID, ROLES, LayerPlan, layer_plan)

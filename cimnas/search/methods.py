@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from cimnas.search.designs import resolve_network
-from cimnas.search.evaluator import ConstraintConfig
-from cimnas.search.ga import make_batch, survival_order
+from cimnas.search.constraints import ConstraintConfig
+from cimnas.search.survival import make_batch, survival_order
 from cimnas.search.objectives import ObjectiveConfig
 from cimnas.search.problem import JointProblem
 from cimnas.search.outcome import write_results

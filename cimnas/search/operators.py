@@ -6,7 +6,8 @@ polynomial mutation run on the indices as *real* numbers and the result is round
 reference's ``vtype=float`` + rounding repair). Random numbers are drawn in ``float64`` from an
 explicit :class:`torch.Generator` (never in the genome's integer dtype: drawing "uniform" numbers in
 ``int64`` is what makes EvoTorch 0.6.1's own SBX return NaN on integer problems). Genes with
-``lower == upper`` (single-option or frozen genes) are never touched.
+``lower == upper`` (single-option or frozen genes) are never touched. Duplicate elimination works
+on row hashes (:func:`row_hash`, :func:`first_occurrence`, :class:`RowSet`), exact on collisions.
 """
 
 from __future__ import annotations
@@ -237,7 +238,49 @@ def lexsort(keys: list[torch.Tensor]) -> torch.Tensor:
     return order
 
 
+class RowSet:
+    """The genomes of a generation so far (parents and accepted children), for duplicate checks
+    by row hash: sorted hashes, then an exact row comparison of every hash hit. The answers equal
+    :func:`first_occurrence` on the concatenation ``[seen; children]`` (collisions take that form)."""
+
+    def __init__(self, rows: torch.Tensor, hashes: torch.Tensor | None = None, capacity: int = 0):
+        # rows live in a buffer with room for ``capacity`` more, so adding does not copy them
+        self._buffer = torch.empty((rows.shape[0] + capacity, rows.shape[1]), dtype=rows.dtype, device=rows.device)
+        self._buffer[: rows.shape[0]] = rows
+        self._n = rows.shape[0]
+        self.hashes = row_hash(rows) if hashes is None else hashes
+        self.sorted_hashes, self.order = torch.sort(self.hashes, stable=True)
+
+    @property
+    def rows(self) -> torch.Tensor:
+        return self._buffer[: self._n]
+
+    def add(self, rows: torch.Tensor, hashes: torch.Tensor | None = None) -> None:
+        if rows.shape[0] == 0:
+            return
+        end = self._n + rows.shape[0]
+        if end > self._buffer.shape[0]:
+            self._buffer = torch.cat([self._buffer[: self._n], rows])
+        else:
+            self._buffer[self._n:end] = rows
+        self._n = end
+        self.hashes = torch.cat([self.hashes, row_hash(rows) if hashes is None else hashes])
+        self.sorted_hashes, self.order = torch.sort(self.hashes, stable=True)
+
+    def new_rows(self, children: torch.Tensor, hashes: torch.Tensor | None = None) -> torch.Tensor:
+        """``bool [C]``: children equal to no seen row and to no earlier child."""
+        hashes = row_hash(children) if hashes is None else hashes
+        pos = torch.searchsorted(self.sorted_hashes, hashes).clamp_max(self.sorted_hashes.numel() - 1)
+        hit = self.sorted_hashes[pos] == hashes
+        hit_index = hit.nonzero().reshape(-1)
+        if hit_index.numel() and not torch.equal(children[hit_index], self.rows[self.order[pos[hit_index]]]):
+            # a hash shared by distinct rows: the exact form
+            pool = torch.cat([self.rows, children])
+            return first_occurrence_exact(pool)[self.rows.shape[0]:]
+        return ~hit & first_occurrence(children, hashes=hashes)
+
+
 __all__ = [
-    "binary_tournament", "first_occurrence", "first_occurrence_exact", "first_index", "lexsort", "polynomial_mutation", "row_hash",
+    "RowSet", "binary_tournament", "first_occurrence", "first_occurrence_exact", "first_index", "lexsort", "polynomial_mutation", "row_hash",
     "simulated_binary_crossover",
 ]

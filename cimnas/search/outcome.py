@@ -16,9 +16,10 @@ import torch
 
 from cimnas.io import markdown_table as render_markdown_table
 from cimnas.search.designs import design_record, write_json
-from cimnas.search.evaluator import METRIC_COLUMNS, REASONS
+from cimnas.search.constraints import REASONS
+from cimnas.search.evaluator import METRIC_COLUMNS
 from cimnas.search.plots import plot_data, write_plots
-from cimnas.search.result import MethodResult, ParetoArchive, best_index
+from cimnas.search.result import MethodResult, ParetoArchive
 from cimnas.search.setup import Setup
 
 log = logging.getLogger("cimnas.search")
@@ -107,7 +108,7 @@ def write_results(setup: Setup, result: MethodResult, out_dir: Path, reference: 
     source = {"method": result.name, "objective": problem.objective.label(), "config": setup.config.fingerprint(),
               # what priced the design, so `python -m cimnas.experiments.hw_evaluate best.json` reproduces it
               "value_stats": setup.config.value_stats, "reference_compat": bool(setup.config.reference_compat)}
-    pick = best_index(problem, result.evals)
+    pick = problem.best_index(result.evals)
     best_design = setup.genome.to_designs(result.values[int(pick): int(pick) + 1])[0]
     best_metrics = {c: float(result.evals[int(pick), problem.column(c)]) for c in METRIC_COLUMNS if c != "reason_code"}
     best_metrics["objective"] = float(result.evals[int(pick), 0])

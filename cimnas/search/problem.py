@@ -8,11 +8,13 @@ extra lexicographic keys, and every metric of :data:`~cimnas.search.evaluator.ME
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from evotorch import Problem, SolutionBatch
 
+from cimnas.search.constraints import REASONS
 from cimnas.search.evaluator import METRIC_COLUMNS, DesignEvaluator, Evaluation
 from cimnas.search.objectives import ObjectiveConfig, objective_keys
 from cimnas.search.operators import first_index
@@ -87,6 +89,32 @@ class JointProblem(Problem):
     def column(self, name: str) -> int:
         """Index of a named column in ``batch.evals``."""
         return self.eval_columns.index(name)
+
+    # ------------------------------------------------------------------ what the GA's status reports
+    #: failure reasons by ``reason_code`` (0 = ok)
+    reasons = REASONS
+
+    def reason_codes(self, evals: torch.Tensor) -> torch.Tensor:
+        """``long [N]``: the failure reason code of each row of ``evals`` (index into :attr:`reasons`)."""
+        return evals[:, self.column("reason_code")].long()
+
+    def report_objective(self, evals: torch.Tensor) -> torch.Tensor:
+        """``[N]``: the objective a run reports per design: the objective value, or in the Pareto
+        mode EDAP / accuracy (J·s·mm² per unit accuracy; the best compromise minimises it)."""
+        if self.objective.is_pareto:
+            return evals[:, self.column("edap_j_s_mm2")] / evals[:, self.column("accuracy")]
+        return evals[:, 0]
+
+    def best_index(self, evals: torch.Tensor) -> int:
+        """Row of the single best design: the first in survival order, or in the Pareto mode the
+        feasible design with the lowest EDAP / accuracy (the front's best compromise)."""
+        if not self.objective.is_pareto:
+            return 0
+        feasible = evals[:, self.cv_column] <= 0
+        if not feasible.any():
+            return 0
+        ratio = evals[:, self.column("edap_j_s_mm2")] / evals[:, self.column("accuracy")].clamp_min(1e-12)
+        return int(torch.where(feasible, ratio, torch.full_like(ratio, math.inf)).argmin())
 
     def evaluation_to_evals(self, ev: Evaluation) -> torch.Tensor:
         """Objective values + eval data ``[N, M + D]`` of an :class:`Evaluation`."""

@@ -1,15 +1,16 @@
 """What one search method produces: :class:`MethodResult` (final population, evaluations,
-history, the all-evaluations Pareto archive) and the best-design rule shared by every method."""
+history, the all-evaluations Pareto archive); the best-design rule shared by every method is
+:meth:`JointProblem.best_index <cimnas.search.problem.JointProblem.best_index>`."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from cimnas.search.evaluator import METRIC_COLUMNS, REASONS
+from cimnas.search.constraints import REASONS
+from cimnas.search.evaluator import METRIC_COLUMNS
 from cimnas.search.operators import first_occurrence
 from cimnas.search.pareto import pareto_mask
 from cimnas.search.problem import JointProblem
@@ -31,25 +32,13 @@ class MethodResult:
         return self.evals[:, self.problem.column(name)]
 
     def best_metrics(self) -> dict[str, Any]:
-        i = best_index(self.problem, self.evals)
+        i = self.problem.best_index(self.evals)
         out: dict[str, Any] = {c: float(self.evals[i, self.problem.column(c)]) for c in METRIC_COLUMNS}
         out["objective"] = float(self.evals[i, 0])
         out["cv"] = float(self.evals[i, self.problem.cv_column])
         out["feasible"] = bool(self.evals[i, self.problem.cv_column] <= 0)
         out["reason"] = REASONS[int(out.pop("reason_code"))]
         return out
-
-
-def best_index(problem: JointProblem, evals: torch.Tensor) -> int:
-    """Row of the single best design: the first in survival order, or in the Pareto mode the
-    feasible design with the lowest EDAP / accuracy (the front's best compromise)."""
-    if not problem.objective.is_pareto:
-        return 0
-    feasible = evals[:, problem.cv_column] <= 0
-    if not feasible.any():
-        return 0
-    ratio = evals[:, problem.column("edap_j_s_mm2")] / evals[:, problem.column("accuracy")].clamp_min(1e-12)
-    return int(torch.where(feasible, ratio, torch.full_like(ratio, math.inf)).argmin())
 
 
 class ParetoArchive:

@@ -1,67 +1,65 @@
-"""The constrained GA loop of one method: per-generation statistics, progress bar, W&B rows,
-checkpoints every ``output.checkpoint_every`` generations and resume."""
+"""The constrained GA loop of one method: per-generation statistics (an EvoTorch logger of the
+GA's status), progress bar, W&B rows, checkpoints every ``output.checkpoint_every`` generations
+and resume."""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from evotorch.logging import Logger
 
-from cimnas.search.evaluator import REASONS, ConstraintConfig, DesignEvaluator
+from cimnas.search.constraints import REASONS, ConstraintConfig
+from cimnas.search.evaluator import DesignEvaluator
 from cimnas.search.ga import ConstrainedGA, GAConfig
 from cimnas.search.objectives import ObjectiveConfig
 from cimnas.search.problem import JointProblem
-from cimnas.search.result import MethodResult, ParetoArchive, best_index
+from cimnas.search.result import MethodResult, ParetoArchive
 from cimnas.search.setup import Setup
 
 log = logging.getLogger("cimnas.search")
 
 
-class _History:
-    """Per-generation statistics (and the progress bar / W&B hooks)."""
+#: Columns of the per-generation history (``generations.csv``, W&B rows), in order.
+HISTORY_COLUMNS = ("generation", "n_evaluations", "elapsed_s", "best_objective", "median_objective", "n_feasible",
+                   "n_unique", "best_accuracy", "best_edap_j_s_mm2", "best_energy_j", "best_latency_s", "best_area_mm2",
+                   "offspring_infeasible", *(f"offspring_{reason}" for reason in REASONS[1:]))
+#: Metric columns of the best design that the run adds to the GA's status (as ``best_<column>``).
+BEST_DESIGN_COLUMNS = ("accuracy", "edap_j_s_mm2", "energy_j", "latency_s", "area_mm2")
 
-    def __init__(self, ga: ConstrainedGA, problem: JointProblem, rows: list[dict[str, Any]], start_s: float,
-                 on_row: Callable[[dict[str, Any]], None] | None = None, archive: ParetoArchive | None = None):
-        self.ga, self.problem, self.rows, self.start_s, self.on_row = ga, problem, rows, start_s, on_row
-        self.archive = archive
 
-    def __call__(self, status: dict[str, Any]) -> None:
-        if self.archive is not None and self.ga.last_values is not None:
-            self.archive.add(self.ga.last_values, self.ga.last_evaluated)
-        ev = self.ga.population.evals
-        p = self.problem
-        feasible = ev[:, p.cv_column] <= 0
-        obj = ev[feasible, 0]
-        last = self.ga.last_evaluated
-        codes = last[:, p.column("reason_code")].long() if last is not None else torch.zeros(0, dtype=torch.long)
-        b = best_index(p, ev)
-        if p.objective.is_pareto:  # the best compromise's EDAP / accuracy
-            best = float(ev[b, p.column("edap_j_s_mm2")] / ev[b, p.column("accuracy")])
-            obj = ev[feasible, p.column("edap_j_s_mm2")] / ev[feasible, p.column("accuracy")]
-        else:
-            best = float(ev[0, 0])
-        row = {
-            "generation": self.ga.step_count,
-            "n_evaluations": self.ga.n_evaluations,
-            "elapsed_s": time.perf_counter() - self.start_s,
-            "best_objective": best if bool(feasible[b]) else math.nan,
-            "median_objective": float(obj.median()) if obj.numel() else math.nan,
-            "n_feasible": int(feasible.sum()),
-            "n_unique": status.get("n_unique", math.nan),
-            "best_accuracy": float(ev[b, p.column("accuracy")]),
-            "best_edap_j_s_mm2": float(ev[b, p.column("edap_j_s_mm2")]),
-            "best_energy_j": float(ev[b, p.column("energy_j")]),
-            "best_latency_s": float(ev[b, p.column("latency_s")]),
-            "best_area_mm2": float(ev[b, p.column("area_mm2")]),
-            "offspring_infeasible": int((last[:, p.cv_column] > 0).sum()) if last is not None else 0,
-        }
-        for i, reason in enumerate(REASONS[1:], start=1):
-            row[f"offspring_{reason}"] = int((codes == i).sum())
+def run_status(ga: ConstrainedGA, problem: JointProblem, start_s: float) -> Callable[[], dict[str, Any]]:
+    """An ``after_step_hook`` of ``ga``: the run's additions to its status, the wall time since
+    ``start_s`` (``time.perf_counter`` seconds) and the metrics of the best design."""
+
+    def status() -> dict[str, Any]:
+        ev = ga.population.evals
+        b = problem.best_index(ev)
+        out: dict[str, Any] = {"elapsed_s": time.perf_counter() - start_s}
+        out.update({f"best_{c}": float(ev[b, problem.column(c)]) for c in BEST_DESIGN_COLUMNS})
+        return out
+
+    return status
+
+
+class GenerationHistory(Logger):
+    """EvoTorch logger of the per-generation history: one row of :data:`HISTORY_COLUMNS` per
+    step, read from the GA's status (its statistics, :data:`~cimnas.search.ga.STATUS_KEYS`, plus
+    the run's, :func:`run_status`; ``generation`` is EvoTorch's ``iter``). ``rows`` restored from
+    a checkpoint continue; ``on_row`` sees each new row."""
+
+    def __init__(self, searcher: ConstrainedGA, rows: list[dict[str, Any]] | None = None,
+                 on_row: Callable[[dict[str, Any]], None] | None = None):
+        super().__init__(searcher)
+        self.rows = [] if rows is None else rows
+        self.on_row = on_row
+
+    def _log(self, status: dict[str, Any]) -> None:
+        row = {"generation": status["iter"], **{k: status[k] for k in HISTORY_COLUMNS[1:]}}
         self.rows.append(row)
         if self.on_row is not None:
             self.on_row(row)
@@ -121,7 +119,13 @@ def run_ga(setup: Setup, name: str, out_dir: Path, *, objective: ObjectiveConfig
         if gen % config.output.checkpoint_every == 0 or gen == ga_config.generations:
             save_checkpoint(ckpt_path, ga, history, fingerprint, time.perf_counter() - start, archive)
 
-    ga.log_hook.append(_History(ga, problem, history, start, on_row, archive))
+    def add_to_archive(status: dict[str, Any]) -> None:  # every evaluated batch, before its checkpoint
+        if ga.last_values is not None:
+            archive.add(ga.last_values, ga.last_evaluated)
+
+    ga.after_step_hook.append(run_status(ga, problem, start))
+    ga.log_hook.append(add_to_archive)
+    GenerationHistory(ga, history, on_row)
     try:
         while ga.step_count < ga_config.generations:
             ga.step()

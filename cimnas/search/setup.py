@@ -14,7 +14,8 @@ from cimnas.hw.params import option_index
 from cimnas.space import SearchSpace, get_space
 from cimnas.search.config import REFERENCE_BASELINE_HARDWARE, ExpertDesign, SearchConfig
 from cimnas.search.designs import resolve_network
-from cimnas.search.evaluator import ArtifactError, DesignEvaluator, REGENERATE_HINT, load_predictor
+from cimnas.search.accuracy import REGENERATE_HINT, ArtifactError, load_predictor
+from cimnas.search.evaluator import DesignEvaluator
 from cimnas.search.genome import GenomeError, JointGenome
 
 log = logging.getLogger("cimnas.search")
@@ -60,7 +61,7 @@ def load_hardware_space(path: str) -> Any:
 
 def build_setup(config: SearchConfig, accuracy: Any | None = None) -> Setup:
     """Load space, hardware space, predictor and value statistics; ``accuracy`` overrides the
-    predictor (tests pass their own :class:`~cimnas.search.evaluator.AccuracySource`)."""
+    predictor (tests pass their own :class:`~cimnas.search.accuracy.AccuracySource`)."""
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' requested but CUDA is not available; use --device cpu")

@@ -37,7 +37,8 @@ from cimnas.io import atomic_write_text
 from cimnas.io import markdown_table as io_markdown_table
 from cimnas.search.config import OutputConfig, SearchConfig, WandbConfig
 from cimnas.search.evaluator import DesignEvaluator
-from cimnas.search.ga import GAConfig, make_batch, survival_order
+from cimnas.search.ga import GAConfig
+from cimnas.search.survival import make_batch, survival_order
 from cimnas.search.genome import JointGenome
 from cimnas.search.operators import first_occurrence
 from cimnas.search.problem import JointProblem
@@ -242,7 +243,7 @@ def run_table(out_dir: str, popsize: int, generations: int, warm_generations: in
               network: str = "baseline_like", seed: int = 1) -> list[dict[str, Any]]:
     """Source search at 32 nm, then for each node B: re-score + warm start vs full search."""
     from cimnas.search.cli import parse_config
-    from cimnas.search.evaluator import ConstraintConfig
+    from cimnas.search.constraints import ConstraintConfig
     from cimnas.search.objectives import ObjectiveConfig
 
     torch.set_num_threads(1)

@@ -23,7 +23,7 @@ def check_predictor_file(path: str, space: Any, device: str = "cpu") -> None:
     if not Path(path).is_file():
         return  # run_search's ArtifactError carries the regeneration hint
     from cimnas.inputs import load_torch_file
-    from cimnas.search.evaluator import load_predictor
+    from cimnas.search.accuracy import load_predictor
 
     load_torch_file(path, "predictor")  # a readable torch file, else one line naming what it is
     predictor = load_predictor(path)  # the search's own loader (every predictor format it takes)

@@ -3,7 +3,8 @@
 The search calls :meth:`AccuracyPredictor.from_checkpoint` once and then
 :meth:`AccuracyPredictor.predict` on whole :class:`~cimnas.space.ArchBatch` populations. The
 query side (encoding, MLP, :class:`AccuracyPredictor`) imports only torch; the training side
-(:class:`PredictorModule`, :class:`PredictorDataModule`) imports Lightning on first access.
+(:class:`PredictorModule`, :class:`PredictorDataModule`, the end-of-fit callback
+:class:`PredictorExport`) imports Lightning on first access.
 """
 
 from typing import Any
@@ -13,7 +14,8 @@ from cimnas.models.predictor.mlp import AccuracyMLP
 from cimnas.models.predictor.predictor import AccuracyPredictor
 
 _TRAINING = {"PredictorModule": "cimnas.models.predictor.module",
-             "PredictorDataModule": "cimnas.models.predictor.data"}
+             "PredictorDataModule": "cimnas.models.predictor.data",
+             "PredictorExport": "cimnas.models.predictor.callbacks"}
 
 
 def __getattr__(name: str) -> Any:
@@ -27,4 +29,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["AccuracyPredictor", "AccuracyMLP", "ArchEncoder", "EncodedIndices", "PredictorModule",
-           "PredictorDataModule"]
+           "PredictorDataModule", "PredictorExport"]

@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from cimnas.models.predictor.module import held_out_metrics
+from cimnas.models.predictor.report import held_out_metrics
 from cimnas.models.predictor.records import read_records
 
 

@@ -6,34 +6,26 @@ quantization-aware one with ``transfer_from`` pointing at the fp export (APQ's p
 transfer: every fp layer copied, the new quant branch zero-initialised so training starts from the
 fp predictor, then the whole MLP fine-tuned on the few quantized measurements).
 
-At the end of ``fit`` the module (rank 0) writes the held-out report (RMSE, Kendall tau, Spearman
-rho, scatter plot; also to W&B when the logger is a ``WandbLogger``) into the run folder and
-exports the query checkpoint (:class:`AccuracyPredictor`) to ``export_path``.
+At the end of ``fit`` the module's default callback (:class:`~cimnas.models.predictor.callbacks.PredictorExport`,
+rank 0) writes the held-out report (RMSE, Kendall tau, Spearman rho, scatter plot; also to W&B when
+the logger is a ``WandbLogger``) into the run folder and exports the query checkpoint
+(:class:`AccuracyPredictor`) to ``export_path``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch.nn import functional as F
-from torchmetrics import KendallRankCorrCoef, MeanSquaredError, MetricCollection, SpearmanCorrCoef
+from torchmetrics import MetricCollection
 
+from cimnas.models.predictor.callbacks import PredictorExport
 from cimnas.models.predictor.predictor import AccuracyPredictor
+from cimnas.models.predictor.report import held_out_metrics, regression_metrics, write_report
 
 QUANT_BRANCH_INITS = ("zero", "default")
-
-
-def regression_metrics(prefix: str) -> MetricCollection:
-    return MetricCollection(
-        {"rmse": MeanSquaredError(squared=False), "kendall": KendallRankCorrCoef(),
-         "spearman": SpearmanCorrCoef()},
-        prefix=prefix,
-    )
 
 
 class PredictorModule(L.LightningModule):
@@ -52,10 +44,11 @@ class PredictorModule(L.LightningModule):
             point: in accuracy units the loss gradients are ~1e-5 and Adam's weight decay
             shrinks the network to a constant prediction (measured on 1,105 Fashion-MNIST
             records: held-out Kendall tau NaN after 300 epochs).
-        export_path: where to write the :class:`AccuracyPredictor` checkpoint after ``fit``
-            (default ``<run folder>/predictor.pt``, or ``predictor_fp.pt`` for a full-precision
-            one; never inside the shipped artifacts: promote with ``python -m cimnas.promote``).
-        report: write the held-out report (JSON + scatter PNG) after ``fit``.
+        export_path: where the default :class:`PredictorExport` callback writes the
+            :class:`AccuracyPredictor` checkpoint after ``fit`` (default ``<run folder>/predictor.pt``,
+            or ``predictor_fp.pt`` for a full-precision one; never inside the shipped artifacts:
+            promote with ``python -m cimnas.promote``).
+        report: the default callback writes the held-out report (JSON + scatter PNG) after ``fit``.
     """
 
     def __init__(
@@ -101,6 +94,7 @@ class PredictorModule(L.LightningModule):
         self._target_scale_set = False
         self.val_metrics = regression_metrics("val_")
         self.test_metrics = regression_metrics("test_")
+        #: the held-out report of the last fit (filled by :class:`PredictorExport`)
         self.last_report: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ setup
@@ -161,86 +155,12 @@ class PredictorModule(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     # ------------------------------------------------------------------ end of fit
-    def run_folder(self) -> Path:
-        """The run folder: the trainer's ``default_root_dir`` (one per config)."""
-        return Path(self.trainer.default_root_dir)
-
-    def on_fit_end(self) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        dm = self.trainer.datamodule
-        if self.hparams.report and dm is not None and "test" in getattr(dm, "splits", {}):
-            features, target = dm.splits["test"].tensors
-            with torch.no_grad():
-                pred = self(features.to(self.device)).cpu()
-            self.last_report = write_report(pred, target, self.run_folder(), self.trainer.loggers,
-                                            title=f"{'quantization-aware' if self.hparams.quantized else 'full-precision'} "
-                                                  f"predictor, {len(target)} held-out configs")
-            from cimnas.io import write_metrics_file
-
-            write_metrics_file({f"held_out_{k}": v for k, v in self.last_report["metrics"].items()})
-        path = self.export_file()
-        if path:
-            predictor = self.export_predictor()
-            predictor.meta = {"hparams": {k: v for k, v in self.hparams.items()}, "report": self.last_report,
-                              "target_mean": float(self.target_mean), "target_std": float(self.target_std)}
-            predictor.save(path)
-
-    def export_file(self) -> str:
-        """``export_path``, else ``<run folder>/predictor.pt`` (``predictor_fp.pt`` when full precision)."""
-        if self.hparams.export_path:
-            return self.hparams.export_path
-        return os.path.join(self.trainer.default_root_dir, "predictor.pt" if self.hparams.quantized else "predictor_fp.pt")
-
-
-def held_out_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """RMSE (accuracy fraction), Kendall tau, Spearman rho, and the "predict the mean" RMSE."""
-    m = regression_metrics("")
-    m.update(pred.float(), target.float())
-    out = {k: float(v) for k, v in m.compute().items()}
-    out["baseline_rmse_predict_mean"] = float((target - target.mean()).pow(2).mean().sqrt())
-    out["num_configs"] = int(len(target))
-    return out
-
-
-def write_report(pred: torch.Tensor, target: torch.Tensor, folder: str | os.PathLike,
-                 loggers: list | tuple = (), title: str = "held-out configurations") -> dict[str, Any]:
-    """Write ``predictor_report.json`` and ``predictor_scatter.png`` into ``folder``; log both
-    to every ``WandbLogger`` among ``loggers``. Returns the metrics."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    metrics = held_out_metrics(pred, target)
-    png = folder / "predictor_scatter.png"
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
-    t, p = (100 * target).numpy(), (100 * pred).numpy()
-    ax.scatter(t, p, s=10, alpha=0.7)
-    lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
-    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    ax.set_xlabel("measured top-1 (%)")
-    ax.set_ylabel("predicted top-1 (%)")
-    ax.set_title(f"{title}\nRMSE {100 * metrics['rmse']:.2f} pt, Kendall {metrics['kendall']:.3f}, "
-                 f"Spearman {metrics['spearman']:.3f}", fontsize=8)
-    fig.tight_layout()
-    tmp_png = png.with_name("tmp_" + png.name)
-    fig.savefig(tmp_png)
-    plt.close(fig)
-    os.replace(tmp_png, png)
-    report = {"metrics": metrics, "scatter_png": str(png)}
-    tmp_json = folder / "predictor_report.json.tmp"
-    tmp_json.write_text(json.dumps(report, indent=2))
-    os.replace(tmp_json, folder / "predictor_report.json")
-    for logger in loggers:
-        if type(logger).__name__ == "WandbLogger":
-            import wandb
-
-            logger.experiment.log({"predictor/scatter": wandb.Image(str(png)),
-                                   **{f"predictor/held_out_{k}": v for k, v in metrics.items()}})
-    return report
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The end-of-fit report and export (:class:`PredictorExport`, from ``export_path`` /
+        ``report``), unless the trainer already has one (listed in the config)."""
+        if any(isinstance(cb, PredictorExport) for cb in self.trainer.callbacks):
+            return []
+        return [PredictorExport()]
 
 
 __all__ = ["PredictorModule", "held_out_metrics", "write_report", "regression_metrics"]

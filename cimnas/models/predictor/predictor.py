@@ -14,26 +14,17 @@ weights, 772-dim input; the space is then ``apq_mbv2``) and a Lightning checkpoi
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from cimnas.io import atomic_torch_save
 from cimnas.models.predictor.encoding import ArchEncoder
 from cimnas.models.predictor.mlp import AccuracyMLP, mlp_shape_from_state_dict
 from cimnas.space import ArchBatch, SearchSpace, get_space
 
 CHECKPOINT_FORMAT = "cimnas.accuracy_predictor/1"
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 class AccuracyPredictor(nn.Module):
@@ -96,7 +87,7 @@ class AccuracyPredictor(nn.Module):
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_torch_save(self.checkpoint_dict(), path)
+        atomic_torch_save(path, self.checkpoint_dict())  # fsync'ed; no temporary file left on error
 
     @classmethod
     def from_state_dict(cls, state_dict: dict[str, torch.Tensor], space: SearchSpace | str | dict = "apq_mbv2",
@@ -153,4 +144,4 @@ class AccuracyPredictor(nn.Module):
         return model.to(map_location).eval()
 
 
-__all__ = ["AccuracyPredictor", "CHECKPOINT_FORMAT", "atomic_torch_save"]
+__all__ = ["AccuracyPredictor", "CHECKPOINT_FORMAT"]

@@ -51,7 +51,7 @@ def _batch(space, records: list[dict]) -> tuple[ArchBatch, torch.Tensor, torch.T
 
 
 def held_out(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    from cimnas.models.predictor.module import held_out_metrics
+    from cimnas.models.predictor.report import held_out_metrics
 
     return held_out_metrics(pred, target)
 
