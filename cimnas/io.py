@@ -87,13 +87,24 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: 
     return "\n".join(lines) + "\n"
 
 
-def write_metrics_file(metrics: dict[str, Any], path: "str | os.PathLike[str] | None" = None) -> str | None:
+def write_metrics_file(metrics: dict[str, Any], path: "str | os.PathLike[str] | None" = None,
+                       merge: bool = False) -> str | None:
     """Write ``metrics`` (plain numbers) as JSON to ``path`` or ``$CIMNAS_METRICS_FILE``;
-    returns the path written, or None when neither is set."""
+    returns the path written, or None when neither is set. ``merge``: keep the file's other
+    entries (a later writer adds its figures instead of replacing the trainer's)."""
     path = path or os.environ.get(METRICS_FILE_ENV)
     if not path:
         return None
     plain = {k: (float(v) if hasattr(v, "__float__") else v) for k, v in metrics.items()}
+    if merge and os.path.isfile(path):
+        import json
+
+        try:
+            previous = json.loads(open(path).read())
+        except (OSError, ValueError):
+            previous = {}
+        if isinstance(previous, dict):
+            plain = {**previous, **plain}
     atomic_write_json(path, plain, sort_keys=True)
     return os.fspath(path)
 

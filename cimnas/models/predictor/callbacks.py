@@ -71,7 +71,8 @@ class PredictorExport(L.Callback):
             kind = "quantization-aware" if pl_module.hparams.get("quantized", True) else "full-precision"
             self.last_report = write_report(pred, target, Path(trainer.default_root_dir), trainer.loggers,
                                             title=f"{kind} predictor, {len(target)} held-out configs")
-            write_metrics_file({f"held_out_{k}": v for k, v in self.last_report["metrics"].items()})
+            # beside the trainer's metrics (val_kendall: the predictor sweep's metric), not instead of them
+            write_metrics_file({f"held_out_{k}": v for k, v in self.last_report["metrics"].items()}, merge=True)
         pl_module.last_report = self.last_report
         path = self.export_file(trainer, pl_module)
         if path:
