@@ -2,9 +2,9 @@
 their batched tensor form. Nothing here knows torch.nn, hardware or the search."""
 
 from cimnas.space.arch import Architecture, ArchBatch, QuantPolicy, check_mapping_keys
-from cimnas.space.spec import (BIT_FIELDS, PRESETS, SearchSpace, SpaceError, StageSpec, apq_mbv2,
-                               apq_mbv2_tiny, get_space, make_divisible, ofa_mbv3, ofa_resnet50,
-                               ofa_resnet50_tiny)
+from cimnas.space.presets import (PRESETS, apq_mbv2, apq_mbv2_tiny, get_space, ofa_mbv3, ofa_resnet50,
+                                  ofa_resnet50_tiny)
+from cimnas.space.spec import BIT_FIELDS, SearchSpace, SpaceError, StageSpec, make_divisible
 
 __all__ = [
     "BIT_FIELDS", "SpaceError", "make_divisible", "StageSpec", "SearchSpace", "apq_mbv2",
