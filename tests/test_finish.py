@@ -1,7 +1,6 @@
 """The end of a search job from plain data (cimnas.search.finish): a recorded offline W&B run
 writes what a live run logs, the figures drawn from plot data, the background worker."""
 
-import dataclasses
 import json
 import sys
 import time
@@ -11,22 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from cimnas.models.predictor import AccuracyPredictor
 from cimnas.search.config import OutputConfig, SearchConfig, WandbConfig
 from cimnas.search.finish import FINISH_ENV, FINISH_FILE, RecordedRun, resolve_finish_mode
 from cimnas.search.ga import GAConfig
 from cimnas.search.run import run_search
-from cimnas.space import apq_mbv2_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def predictor_path(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("artifacts") / "predictor.pt"
-    AccuracyPredictor(apq_mbv2_tiny()).save(path)
-    return path
+from test_search import predictor_path  # noqa: E402,F401  (fixture: an untrained predictor file)
 
 
 def _config(out: Path, predictor_path: Path, mode: str, plots: bool = False, finish: str = "auto") -> SearchConfig:

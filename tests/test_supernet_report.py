@@ -2,12 +2,11 @@
 figures equal to a direct measurement, training state untouched; the export is a Callback."""
 
 import json
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from cimnas.models.evaluation import evaluate_accuracy, recalibrate_bn
 from cimnas.models.supernet import PhaseSpec, load_supernet
@@ -15,16 +14,9 @@ from cimnas.models.supernet_module import OFASupernetModule, SupernetExport
 from cimnas.models.supernet_report import PhaseReport, report_designs, report_lines
 from cimnas.space import Architecture, get_space
 
+from test_supernet_train import _data  # noqa: E402  (synthetic band images)
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-def _data(n: int, seed: int = 0) -> TensorDataset:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 10, (n,), generator=g)
-    x = 0.3 * torch.randn(n, 1, 28, 28, generator=g)
-    for i, k in enumerate(y.tolist()):
-        x[i, 0, 2 * k + 4: 2 * k + 7] += 2.0
-    return TensorDataset(x, y)
 
 
 class _BNProbe(L.Callback):

@@ -17,8 +17,7 @@ from __future__ import annotations
 import torch
 from jsonargparse import auto_cli
 
-from cimnas.data import FashionMNISTDataModule
-from cimnas.models.supernet import load_supernet
+from cimnas.models.supernet_eval import fmnist_evaluation_inputs
 from cimnas.models.supernet_report import report_lines, report_supernet, write_report
 
 
@@ -35,16 +34,9 @@ def supernet_report(supernet: str = "cimnas/artifacts/fmnist/supernet.pt", out: 
 
     refuse_shipped_output(out, "out")
     torch.set_num_threads(threads)
-    net = load_supernet(supernet)
-    if channels_last:
-        net.use_channels_last()
-    net.eval()
-    space = net.space
-    dm = FashionMNISTDataModule(data_dir=data_dir, eval_batch_size=eval_batch_size, val_size=val_size,
-                                val_subset=val_subset, seed=seed, resolution=max(space.resolution_choices),
-                                channels=space.in_channels)
-    calib = dm.calibration_batches(calib_images, calib_batch_size, seed=seed)
-    report = report_supernet(net, calib, dm.val_dataloader(), n_random=n_random, seed=report_seed,
+    net, calib, val = fmnist_evaluation_inputs(supernet, data_dir, val_size, val_subset, calib_images,
+                                               calib_batch_size, eval_batch_size, seed, channels_last)
+    report = report_supernet(net, calib, val, n_random=n_random, seed=report_seed,
                              low_bits=low_bits, random_policies=random_policies, log_every=10)
     report["supernet"] = str(supernet)
     for line in report_lines(report):

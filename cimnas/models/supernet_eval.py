@@ -20,6 +20,23 @@ from cimnas.models.supernet import evaluate_accuracy, load_supernet, recalibrate
 from cimnas.io import atomic_write_text
 
 
+def fmnist_evaluation_inputs(supernet: str, data_dir: str | None = None, val_size: int = 5000,
+                             val_subset: int | None = None, calib_images: int = 2000, calib_batch_size: int = 200,
+                             eval_batch_size: int = 500, seed: int = 0, channels_last: bool = True):
+    """``(supernet in eval mode, BN-calibration batches, held-out batches)`` on the embedded
+    Fashion-MNIST split, as the predictor's labels are measured (``val_size`` / ``seed`` must match
+    the training data module)."""
+    net = load_supernet(supernet)
+    if channels_last:
+        net.use_channels_last()
+    net.eval()
+    space = net.space
+    dm = FashionMNISTDataModule(data_dir=data_dir, eval_batch_size=eval_batch_size, val_size=val_size,
+                                val_subset=val_subset, seed=seed, resolution=max(space.resolution_choices),
+                                channels=space.in_channels)
+    return net, dm.calibration_batches(calib_images, calib_batch_size, seed=seed), list(dm.val_dataloader())
+
+
 def evaluate_reference_subnets(
     supernet: str = "cimnas/artifacts/fmnist/supernet.pt",
     data_dir: str | None = None,
@@ -44,15 +61,9 @@ def evaluate_reference_subnets(
     refuse_shipped_output(out, "out")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    net = load_supernet(supernet)
-    if channels_last:
-        net.use_channels_last()
+    net, calib, val = fmnist_evaluation_inputs(supernet, data_dir, val_size, val_subset, calib_images,
+                                               calib_batch_size, eval_batch_size, seed, channels_last)
     space = net.space
-    dm = FashionMNISTDataModule(data_dir=data_dir, eval_batch_size=eval_batch_size, val_size=val_size,
-                                val_subset=val_subset, seed=seed, resolution=max(space.resolution_choices),
-                                channels=space.in_channels)
-    calib = dm.calibration_batches(calib_images, calib_batch_size, seed=seed)
-    val = list(dm.val_dataloader())
     results: dict[str, float] = {}
     for name, arch in (("largest", Architecture.largest(space)), ("median", Architecture.median(space)),
                        ("smallest", Architecture.smallest(space))):
