@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from cimnas.models.predictor.encoding import ArchEncoder
 from cimnas.models.predictor.features import CapacityFeatures
+from cimnas.models.predictor.rank_inputs import RankInputTables
 from cimnas.space import ArchBatch, SearchSpace, get_space
 
 RANK_FORMAT = "cimnas.rank_predictor/1"
@@ -147,38 +148,80 @@ class RankPredictor(nn.Module):
         return (h * self.w3).sum(-1) + self.b3
 
     @torch.no_grad()
-    def predict(self, arch_batch: ArchBatch, validate: bool = True, chunk_size: int = 4096) -> torch.Tensor:
+    def predict(self, arch_batch: ArchBatch, validate: bool = True, chunk_size: int = 4096,
+                lookup_tables: bool = True) -> torch.Tensor:
         """Predicted top-1 accuracy (fraction) ``float32 [B]`` on ``arch_batch.device``; one
         batched pass (``embedding_bag`` over the hot one-hot columns, batched member matmuls).
-        A full-precision model ignores ``arch_batch.bits``."""
+        A full-precision model ignores ``arch_batch.bits``.
+
+        ``lookup_tables`` (default): the bag of hot columns and the capacity features come
+        from per-block tables (:class:`~cimnas.models.predictor.rank_inputs.RankInputTables`),
+        chunk by chunk; ``False``: from :meth:`ArchEncoder.indices` and :class:`CapacityFeatures`
+        over the whole batch (the reference; same results, bit for bit). A batch with a value
+        outside the space's choice lists always takes the reference path."""
         out_device = arch_batch.device
         batch = arch_batch.to(self.device) if out_device != self.device else arch_batch
-        idx = self.encoder.indices(batch, validate=validate)
-        feats = (self.features(batch) - self.feature_mean) / self.feature_std
-        K, H, D = self.num_members, self.hidden_size, self.onehot_dim
-        # one table: columns = [linear | member 0 .. K-1 first layer]
-        w1 = self.w1.permute(1, 0, 2).reshape(D + feats.shape[1], K * H)
-        table = torch.cat([self.lin_w.unsqueeze(1) * float(self.linear), w1], 1)
-        onehot_table, feat_w = table[:D].contiguous(), table[D:]
-        bias = torch.cat([(self.lin_b * float(self.linear)).view(1), self.b1.flatten()])
-        if self._quantized:
-            index = torch.cat([idx.arch_index, idx.quant_index + self.encoder.arch_dim], 1)
-            weight = torch.cat([idx.arch_weight, idx.quant_weight], 1)
-        else:
-            index, weight = idx.arch_index, idx.arch_weight
+        onehot_table, feat_w, bias = self._first_layer()
         out = []
-        for start in range(0, batch.batch_size, chunk_size):
-            rows = slice(start, start + chunk_size)
-            z = F.embedding_bag(index[rows], onehot_table, per_sample_weights=weight[rows], mode="sum")
-            z = torch.addmm(z, feats[rows], feat_w).add_(bias)
-            y = z[:, 0]
-            if K:
-                h = z[:, 1:].view(-1, K, H).relu_().transpose(0, 1)  # [K, b, H]
-                h = torch.baddbmm(self.b2.unsqueeze(1), h, self.w2).relu_()
-                y = y + (torch.bmm(h, self.w3.unsqueeze(-1)).squeeze(-1) + self.b3.unsqueeze(1)).mean(0)
-            out.append(y)
+        if lookup_tables:
+            tables = self.input_tables
+            for start in range(0, batch.batch_size, chunk_size):
+                inputs = tables(batch[start:start + chunk_size])
+                if inputs is None:  # a value outside the tables: the reference path decides
+                    out = []
+                    break
+                index, offsets, raw = inputs
+                z = F.embedding_bag(index, onehot_table, offsets, mode="sum")
+                out.append(self._head(z, (raw - self.feature_mean) / self.feature_std, feat_w, bias))
+        if not out:
+            idx = self.encoder.indices(batch, validate=validate)
+            feats = (self.features(batch) - self.feature_mean) / self.feature_std
+            if self._quantized:
+                index = torch.cat([idx.arch_index, idx.quant_index + self.encoder.arch_dim], 1)
+                weight = torch.cat([idx.arch_weight, idx.quant_weight], 1)
+            else:
+                index, weight = idx.arch_index, idx.arch_weight
+            for start in range(0, batch.batch_size, chunk_size):
+                rows = slice(start, start + chunk_size)
+                z = F.embedding_bag(index[rows], onehot_table, per_sample_weights=weight[rows], mode="sum")
+                out.append(self._head(z, feats[rows], feat_w, bias))
         pred = torch.cat(out) * self.target_std + self.target_mean
         return pred.to(out_device)
+
+    @property
+    def input_tables(self) -> RankInputTables:
+        """The per-block lookup tables of :meth:`predict` (built on first use)."""
+        tables = self.__dict__.get("_input_tables")
+        if tables is None:
+            tables = self.__dict__["_input_tables"] = RankInputTables(self.encoder, self.features, self._quantized)
+        return tables
+
+    def _first_layer(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(one-hot rows ``[D, 1 + K*H]``, feature rows ``[F, 1 + K*H]``, bias ``[1 + K*H]``) of
+        the first layer with the linear term as column 0; rebuilt when a parameter changed
+        (in place: its version counter, or replaced / moved: its storage)."""
+        params = (self.lin_w, self.lin_b, self.w1, self.b1)
+        key = tuple((p.data_ptr(), p._version) for p in params) + (self.linear,)
+        cached = self.__dict__.get("_first_layer_cache")
+        if cached is None or cached[0] != key:
+            K, H, D = self.num_members, self.hidden_size, self.onehot_dim
+            w1 = self.w1.detach().permute(1, 0, 2).reshape(D + self.features.dim, K * H)
+            table = torch.cat([self.lin_w.detach().unsqueeze(1) * float(self.linear), w1], 1)
+            bias = torch.cat([(self.lin_b.detach() * float(self.linear)).view(1), self.b1.detach().flatten()])
+            cached = self.__dict__["_first_layer_cache"] = (key, (table[:D].contiguous(), table[D:], bias))
+        return cached[1]
+
+    def _head(self, z: torch.Tensor, feats: torch.Tensor, feat_w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Standardised prediction of one chunk from its one-hot part ``z`` of the first layer
+        (``[b, 1 + K*H]``) and its standardised features."""
+        K, H = self.num_members, self.hidden_size
+        z = torch.addmm(z, feats, feat_w).add_(bias)
+        y = z[:, 0]
+        if K:
+            h = z[:, 1:].view(-1, K, H).relu_().transpose(0, 1)  # [K, b, H]
+            h = torch.baddbmm(self.b2.unsqueeze(1), h, self.w2).relu_()
+            y = y + (torch.bmm(h, self.w3.unsqueeze(-1)).squeeze(-1) + self.b3.unsqueeze(1)).mean(0)
+        return y
 
     # ------------------------------------------------------------------ persistence
     def checkpoint_dict(self) -> dict[str, Any]:
