@@ -81,6 +81,27 @@ def test_memoised_hardware_constants_equal_the_plain_computation():
             assert _max_rel(one[k], memo[k][-1:]) <= 1e-15, k
 
 
+def test_row_memo_of_small_batches_equals_the_group_memo():
+    hw = _wild_hw(300, seed=7)
+    hw_constants._ROW_MEMO.clear()
+    grouped = hw_constants._memoised_constants(hw)
+    for rows in (torch.arange(300), torch.tensor([5, 5, 0, 299, 5]), torch.arange(0, 300, 7), torch.arange(300)):
+        by_row = hw_constants._row_memoised_constants(hw[rows])  # first: all new; later: seen rows
+        assert by_row.keys() == grouped.keys()
+        for k in grouped:
+            assert by_row[k].dtype == torch.float64 and torch.equal(by_row[k], grouped[k][rows]), k
+    assert len(hw_constants._ROW_MEMO[hw.device]) == 300
+    # _hardware_constants takes the row memo up to _ROW_MEMO_MAX_BATCH designs, the group memo above
+    limit = hw_constants._ROW_MEMO_MAX_BATCH
+    try:
+        hw_constants._ROW_MEMO_MAX_BATCH = 100
+        large, small = _flat(_hardware_constants(hw)), _flat(_hardware_constants(hw[:100]))
+    finally:
+        hw_constants._ROW_MEMO_MAX_BATCH = limit
+    for k in large:
+        assert torch.equal(large[k][:100], small[k]), k
+
+
 def test_memoised_constants_do_not_depend_on_what_was_evaluated_before():
     hw = _wild_hw(200, seed=3)
     hw_constants._MEMO.clear()
