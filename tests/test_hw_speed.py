@@ -102,6 +102,32 @@ def test_row_memo_of_small_batches_equals_the_group_memo():
         assert torch.equal(large[k][:100], small[k]), k
 
 
+@pytest.mark.parametrize("space_name", ["apq_mbv2_tiny", "ofa_mbv3"])
+def test_evaluate_arch_reuses_its_probe_across_calls_without_changing_results(space_name):
+    """The one-row probe of evaluate_arch is built once per (space, value statistics): calls on
+    other networks (other resolutions) score exactly as their materialised workloads."""
+    from cimnas.space import get_space
+
+    space = get_space(space_name)
+    g = torch.Generator().manual_seed(11)
+    stats = {"input_hist": torch.rand(len(workload_from_arch(space, _arch_batch(space, 1, g)).names), 31)}
+    for value_stats in ("typical", stats):
+        for call in range(3):
+            ab = _arch_batch(space, 9, g)
+            hw = _reference_hw(9, seed=20 + call)
+            lazy = evaluate_arch(space, ab, hw, value_stats=value_stats, chunk_rows=4)
+            whole = evaluate(workload_from_arch(space, ab, value_stats=value_stats), hw, chunk_rows=4)
+            for name in ("energy_j", "latency_s", "area_mm2", "edap", "required_cells", "cycles", "reason"):
+                assert torch.equal(getattr(lazy, name), getattr(whole, name)), (value_stats == "typical", call, name)
+    one = evaluate_arch(space, ab[:1], hw[:1])  # B = 1 scores the probe itself: the real network
+    assert torch.equal(one.energy_j, evaluate(workload_from_arch(space, ab[:1]), hw[:1]).energy_j)
+
+
+def _arch_batch(space, n, g):
+    return ArchBatch.from_designs(space, [Architecture.random(space, g) for _ in range(n)],
+                                  [QuantPolicy.random(space, g) for _ in range(n)])
+
+
 def test_memoised_constants_do_not_depend_on_what_was_evaluated_before():
     hw = _wild_hw(200, seed=3)
     hw_constants._MEMO.clear()
