@@ -139,6 +139,19 @@ def test_cost_model_unevaluable_reason_is_a_failure(genome):
 # ---------------------------------------------------------------------- GA
 
 
+def test_large_batches_are_evaluated_in_pieces_with_the_same_evaluations(genome, predictor_path, tmp_path):
+    setup = build_setup(_config(tmp_path, predictor_path))
+    problem = JointProblem(setup.evaluator, ObjectiveConfig())
+    values = genome.random(45, torch.Generator().manual_seed(4))
+    whole, pieces = make_batch(problem, values), make_batch(problem, values)
+    problem.eval_chunk_rows = None
+    problem.evaluate(whole)
+    problem.eval_chunk_rows = 8  # 5 pieces of 8 and one of 5
+    problem.evaluate(pieces)
+    a, b = whole.evals.as_subclass(torch.Tensor), pieces.evals.as_subclass(torch.Tensor)
+    assert torch.equal(torch.isnan(a), torch.isnan(b)) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+
+
 def test_capacity_feasible_initial_population_and_ga_improves(genome, predictor_path, tmp_path):
     setup = build_setup(_config(tmp_path, predictor_path))
     problem = JointProblem(setup.evaluator, ObjectiveConfig())
