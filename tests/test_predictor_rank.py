@@ -249,3 +249,25 @@ def test_shipped_rank_predictor_lookup_tables_reproduce_it_on_the_records():
         predictor.lin_b.add_(0.01)
     after = predictor.predict(batch[:50])
     assert torch.equal(after, predictor.predict(batch[:50], lookup_tables=False)) and not torch.equal(after, before)
+
+
+def test_bf16_members_rank_the_shipped_records_like_fp32():
+    from cimnas.models.predictor.records import read_records, records_to_batch
+
+    predictor = AccuracyPredictor.from_checkpoint("cimnas/artifacts/fmnist/predictor_rank.pt")
+    batch = records_to_batch(predictor.space, read_records("cimnas/artifacts/fmnist/predictor_records_quant.jsonl"),
+                             quantized=True)
+    fp32 = predictor.predict(batch).double()
+    predictor.hidden_dtype = torch.bfloat16
+    try:
+        bf16 = predictor.predict(batch).double()
+        reference_path = predictor.predict(batch, lookup_tables=False).double()
+    finally:
+        predictor.hidden_dtype = None
+    assert not torch.equal(fp32, bf16)  # the opt-in really changes the arithmetic
+    assert torch.equal(predictor.predict(batch).double(), fp32)  # and switching it off restores float32
+    for other in (bf16, reference_path):
+        assert kendall_tau(fp32, other) >= 0.999  # measured 0.99973 on the 1,035 records
+        top = lambda x: set(torch.topk(x, 100).indices.tolist())  # noqa: E731
+        assert len(top(fp32) & top(other)) >= 98  # measured 100
+        assert float((fp32 - other).abs().max()) < 1e-3  # measured 8.6e-6 (accuracy fraction)
