@@ -167,6 +167,9 @@ def test_default_chunks_scale_with_one_over_layers_and_do_not_change_results(mon
     assert chunk_rows_for(68) == CPU_CHUNK_ELEMENTS // 68 and chunk_rows_for(17) == CPU_CHUNK_ELEMENTS // 17
     assert chunk_rows_for(10**7) == 1 and chunk_rows_for(68, "cuda") is None
     assert chunk_rows_for(68, compiled=True) > chunk_rows_for(68)
+    from cimnas.search.problem import EVAL_CHUNK_ROWS
+
+    assert chunk_rows_for(68, compiled=True) >= EVAL_CHUNK_ROWS  # a search piece is one fused call
     space = apq_mbv2_tiny()
     ab, hw = _designs(space, 300, seed=6)
     L = workload_from_arch(space, ab[:1]).num_layers
