@@ -75,7 +75,7 @@ class RankInputTables:
         """Per-block feature terms, code a = (res, hidden column, kernel position) and code b =
         a x 81 + bit position code; the last entry of each table is the zero of inactive blocks."""
         enc, feat = self.encoder, self.features
-        nb, n_k, n_q, n_combo = self._dims
+        nb, n_k, _, n_combo = self._dims
         _, n_fk, n_h = feat._dims
         n_res = len(feat._resolutions)
         # every hidden one-hot column -> (block, position in its list, value)
@@ -135,7 +135,7 @@ class RankInputTables:
         self.encoder._check_shapes(batch)
         enc, feat = self.encoder, self.features
         t = self._tables(batch.device)
-        nb, n_k, n_q, n_combo = self._dims
+        nb, n_k, _, n_combo = self._dims
         k_span, h_span, b_span = self._spans
         depths, kernels, hidden, bits = batch.depths, batch.kernels, batch.hidden, batch.bits
         d_span = t["depth_allowed"].shape[1]
