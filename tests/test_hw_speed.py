@@ -81,6 +81,53 @@ def test_memoised_hardware_constants_equal_the_plain_computation():
             assert _max_rel(one[k], memo[k][-1:]) <= 1e-15, k
 
 
+def test_row_memo_of_small_batches_equals_the_group_memo():
+    hw = _wild_hw(300, seed=7)
+    hw_constants._ROW_MEMO.clear()
+    grouped = hw_constants._memoised_constants(hw)
+    for rows in (torch.arange(300), torch.tensor([5, 5, 0, 299, 5]), torch.arange(0, 300, 7), torch.arange(300)):
+        by_row = hw_constants._row_memoised_constants(hw[rows])  # first: all new; later: seen rows
+        assert by_row.keys() == grouped.keys()
+        for k in grouped:
+            assert by_row[k].dtype == torch.float64 and torch.equal(by_row[k], grouped[k][rows]), k
+    assert len(hw_constants._ROW_MEMO[hw.device]) == 300
+    # _hardware_constants takes the row memo up to _ROW_MEMO_MAX_BATCH designs, the group memo above
+    limit = hw_constants._ROW_MEMO_MAX_BATCH
+    try:
+        hw_constants._ROW_MEMO_MAX_BATCH = 100
+        large, small = _flat(_hardware_constants(hw)), _flat(_hardware_constants(hw[:100]))
+    finally:
+        hw_constants._ROW_MEMO_MAX_BATCH = limit
+    for k in large:
+        assert torch.equal(large[k][:100], small[k]), k
+
+
+@pytest.mark.parametrize("space_name", ["apq_mbv2_tiny", "ofa_mbv3"])
+def test_evaluate_arch_reuses_its_probe_across_calls_without_changing_results(space_name):
+    """The one-row probe of evaluate_arch is built once per (space, value statistics): calls on
+    other networks (other resolutions) score exactly as their materialised workloads."""
+    from cimnas.space import get_space
+
+    space = get_space(space_name)
+    g = torch.Generator().manual_seed(11)
+    stats = {"input_hist": torch.rand(len(workload_from_arch(space, _arch_batch(space, 1, g)).names), 31)}
+    for value_stats in ("typical", stats):
+        for call in range(3):
+            ab = _arch_batch(space, 9, g)
+            hw = _reference_hw(9, seed=20 + call)
+            lazy = evaluate_arch(space, ab, hw, value_stats=value_stats, chunk_rows=4)
+            whole = evaluate(workload_from_arch(space, ab, value_stats=value_stats), hw, chunk_rows=4)
+            for name in ("energy_j", "latency_s", "area_mm2", "edap", "required_cells", "cycles", "reason"):
+                assert torch.equal(getattr(lazy, name), getattr(whole, name)), (value_stats == "typical", call, name)
+    one = evaluate_arch(space, ab[:1], hw[:1])  # B = 1 scores the probe itself: the real network
+    assert torch.equal(one.energy_j, evaluate(workload_from_arch(space, ab[:1]), hw[:1]).energy_j)
+
+
+def _arch_batch(space, n, g):
+    return ArchBatch.from_designs(space, [Architecture.random(space, g) for _ in range(n)],
+                                  [QuantPolicy.random(space, g) for _ in range(n)])
+
+
 def test_memoised_constants_do_not_depend_on_what_was_evaluated_before():
     hw = _wild_hw(200, seed=3)
     hw_constants._MEMO.clear()
@@ -120,6 +167,9 @@ def test_default_chunks_scale_with_one_over_layers_and_do_not_change_results(mon
     assert chunk_rows_for(68) == CPU_CHUNK_ELEMENTS // 68 and chunk_rows_for(17) == CPU_CHUNK_ELEMENTS // 17
     assert chunk_rows_for(10**7) == 1 and chunk_rows_for(68, "cuda") is None
     assert chunk_rows_for(68, compiled=True) > chunk_rows_for(68)
+    from cimnas.search.problem import EVAL_CHUNK_ROWS
+
+    assert chunk_rows_for(68, compiled=True) >= EVAL_CHUNK_ROWS  # a search piece is one fused call
     space = apq_mbv2_tiny()
     ab, hw = _designs(space, 300, seed=6)
     L = workload_from_arch(space, ab[:1]).num_layers

@@ -177,3 +177,97 @@ def test_rank_split_is_the_data_modules_split(tmp_path):
     parts = split_records(_load([str(path)]), 0.2, 0.1, split_seed=3)
     for name in ("train", "val", "test"):
         assert dm.splits[name].tensors[1].tolist() == [pytest.approx(r["accuracy"]) for r in parts[name]]
+
+
+# ---------------------------------------------------------------------- lookup-table inputs
+
+
+def _random_rank_model(space, quantized, seed):
+    """An untrained RankPredictor with random weights and feature statistics (exercises every
+    term of predict; bit-identity does not depend on training)."""
+    torch.manual_seed(seed)
+    model = RankPredictor(space, quantized=quantized, quantized_indicator=quantized, num_members=3, hidden_size=8)
+    model.reset_members(seed)
+    with torch.no_grad():
+        model.lin_w.normal_()
+        model.feature_mean.normal_()
+        model.feature_std.uniform_(0.5, 2.0)
+        model.target_std.fill_(0.05)
+        model.target_mean.fill_(0.8)
+    return model
+
+
+@pytest.mark.parametrize("space_name,quantized", [("apq_mbv2_tiny", True), ("apq_mbv2_tiny", False),
+                                                  ("ofa_mbv3", True), ("ofa_resnet50_tiny", True)])
+def test_lookup_table_inputs_equal_the_encoder_and_features_bit_for_bit(space_name, quantized):
+    space = get_space(space_name)
+    model = _random_rank_model(space, quantized, seed=3)
+    batch, _ = _random_batch(space, 300, seed=4)
+    index, offsets, raw = model.input_tables(batch)
+    assert torch.equal(raw, model.features(batch))
+    idx = model.encoder.indices(batch)
+    dense = torch.zeros(batch.batch_size, model.onehot_dim)
+    rows = torch.repeat_interleave(torch.arange(batch.batch_size), torch.diff(offsets, append=torch.tensor([len(index)])))
+    dense.index_put_((rows, index), torch.ones(len(index)), accumulate=True)
+    assert torch.equal(dense, model.encoder.encode(batch, quantized=quantized))
+    assert idx.arch_index.shape[0] == batch.batch_size
+    # predictions: same bits, whatever the chunking
+    ref = model.predict(batch, lookup_tables=False)
+    assert torch.equal(model.predict(batch), ref)
+    assert torch.equal(model.predict(batch, chunk_size=7), model.predict(batch, chunk_size=7, lookup_tables=False))
+
+
+def test_lookup_table_path_falls_back_on_values_outside_the_space():
+    space = get_space("apq_mbv2_tiny")
+    model = _random_rank_model(space, True, seed=5)
+    batch, _ = _random_batch(space, 20, seed=6)
+    active = batch.active_blocks(space)
+    row, block = (int(i) for i in (~active).nonzero()[0])
+    odd = ArchBatch(*(t.clone() for t in (batch.depths, batch.kernels, batch.hidden, batch.resolution, batch.bits)))
+    odd.kernels[row, block] = 4  # not a kernel choice, in a skipped block: ignored by both paths
+    odd.bits[row, block, 2] = 99
+    assert model.input_tables(odd) is None
+    assert torch.equal(model.predict(odd), model.predict(odd, lookup_tables=False))
+    # (the encoder's careful path sums the quant columns field-major: equal up to rounding)
+    torch.testing.assert_close(model.predict(odd), model.predict(batch), rtol=0, atol=1e-6)
+    row, block = (int(i) for i in active.nonzero()[0])
+    odd.kernels[row, block] = 4  # in an active block: the encoder's error
+    with pytest.raises(Exception, match=r"kernels\[\d+\]=4"):
+        model.predict(odd)
+
+
+def test_shipped_rank_predictor_lookup_tables_reproduce_it_on_the_records():
+    from cimnas.models.predictor.records import read_records, records_to_batch
+
+    predictor = AccuracyPredictor.from_checkpoint("cimnas/artifacts/fmnist/predictor_rank.pt")
+    batch = records_to_batch(predictor.space, read_records("cimnas/artifacts/fmnist/predictor_records_quant.jsonl"),
+                             quantized=True)
+    assert torch.equal(predictor.predict(batch), predictor.predict(batch, lookup_tables=False))
+    # and after an in-place parameter change the cached first layer follows
+    before = predictor.predict(batch[:50])
+    with torch.no_grad():
+        predictor.lin_b.add_(0.01)
+    after = predictor.predict(batch[:50])
+    assert torch.equal(after, predictor.predict(batch[:50], lookup_tables=False)) and not torch.equal(after, before)
+
+
+def test_bf16_members_rank_the_shipped_records_like_fp32():
+    from cimnas.models.predictor.records import read_records, records_to_batch
+
+    predictor = AccuracyPredictor.from_checkpoint("cimnas/artifacts/fmnist/predictor_rank.pt")
+    batch = records_to_batch(predictor.space, read_records("cimnas/artifacts/fmnist/predictor_records_quant.jsonl"),
+                             quantized=True)
+    fp32 = predictor.predict(batch).double()
+    predictor.hidden_dtype = torch.bfloat16
+    try:
+        bf16 = predictor.predict(batch).double()
+        reference_path = predictor.predict(batch, lookup_tables=False).double()
+    finally:
+        predictor.hidden_dtype = None
+    assert not torch.equal(fp32, bf16)  # the opt-in really changes the arithmetic
+    assert torch.equal(predictor.predict(batch).double(), fp32)  # and switching it off restores float32
+    for other in (bf16, reference_path):
+        assert kendall_tau(fp32, other) >= 0.999  # measured 0.99973 on the 1,035 records
+        top = lambda x: set(torch.topk(x, 100).indices.tolist())  # noqa: E731
+        assert len(top(fp32) & top(other)) >= 98  # measured 100
+        assert float((fp32 - other).abs().max()) < 1e-3  # measured 8.6e-6 (accuracy fraction)

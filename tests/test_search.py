@@ -141,6 +141,19 @@ def test_cost_model_unevaluable_reason_is_a_failure(genome):
 # ---------------------------------------------------------------------- GA
 
 
+def test_large_batches_are_evaluated_in_pieces_with_the_same_evaluations(genome, predictor_path, tmp_path):
+    setup = build_setup(_config(tmp_path, predictor_path))
+    problem = JointProblem(setup.evaluator, ObjectiveConfig())
+    values = genome.random(45, torch.Generator().manual_seed(4))
+    whole, pieces = make_batch(problem, values), make_batch(problem, values)
+    problem.eval_chunk_rows = None
+    problem.evaluate(whole)
+    problem.eval_chunk_rows = 8  # 5 pieces of 8 and one of 5
+    problem.evaluate(pieces)
+    a, b = whole.evals.as_subclass(torch.Tensor), pieces.evals.as_subclass(torch.Tensor)
+    assert torch.equal(torch.isnan(a), torch.isnan(b)) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+
+
 def test_capacity_feasible_initial_population_and_ga_improves(genome, predictor_path, tmp_path):
     setup = build_setup(_config(tmp_path, predictor_path))
     problem = JointProblem(setup.evaluator, ObjectiveConfig())
@@ -380,3 +393,23 @@ def test_wandb_summary_gets_readable_units_for_tiny_metrics():
     assert out == pytest.approx({"best/energy_uj": 1.4, "best/latency_us": 0.155,
                                  "best/log10_edap_j_s_mm2": math.log10(1.27e-11)})
     assert readable_units({"accuracy": 0.9}) == {}
+
+
+def test_predictor_hidden_dtype_is_an_opt_in_that_keeps_old_fingerprints(predictor_path, tmp_path):
+    import hashlib
+
+    config = _config(tmp_path, predictor_path)
+    legacy = config.to_dict()
+    for key in ("output", "wandb", "resume", "device", "num_actors", "num_gpus_per_actor", "threads",
+                "predictor_hidden_dtype"):
+        legacy.pop(key)
+    assert config.fingerprint() == hashlib.sha256(json.dumps(legacy, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    bf16 = _config(tmp_path, predictor_path, predictor_hidden_dtype="bfloat16")
+    assert bf16.fingerprint() != config.fingerprint()  # it changes results: a folder refuses the other
+    setup = build_setup(bf16)
+    assert setup.evaluator.accuracy.mlp.hidden_dtype == torch.bfloat16
+    assert build_setup(config).evaluator.accuracy.mlp.hidden_dtype is None
+    constant = _config(tmp_path, predictor_path, predictor_hidden_dtype="bfloat16")
+    constant.predictor = "constant:0.8"
+    with pytest.raises(ValueError, match="predictor_hidden_dtype=bfloat16: the accuracy source ConstantAccuracy"):
+        build_setup(constant)

@@ -125,6 +125,14 @@ def _field_code(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return x - lo_i, hi_i - lo_i + 1
 
 
+def _new_group_values(gi: int, hw: HardwareBatch, rows: torch.Tensor) -> list[tuple[float, ...]]:
+    """Group ``gi``'s constants of ``hw[rows]`` (rows with combinations not in the memo), each
+    computed in :data:`_CANONICAL_COPIES` copies; sets the group's constant names."""
+    new = _GROUPS[gi][1](hw[rows.repeat_interleave(_CANONICAL_COPIES)])
+    _MEMO_NAMES[gi] = tuple(new)
+    return [tuple(v) for v in torch.stack([new[k] for k in _MEMO_NAMES[gi]], 1)[::_CANONICAL_COPIES].tolist()]
+
+
 def _memoised_constants(hw: HardwareBatch) -> dict[str, torch.Tensor]:
     """:func:`_constants_per_row` through the memo: each group's constants are looked up by the
     values of the fields it depends on (hardware genes are categorical, so a population has
@@ -151,24 +159,78 @@ def _memoised_constants(hw: HardwareBatch) -> dict[str, torch.Tensor]:
         rows = [memo.get(k) for k in combos]
         missing = [i for i, r in enumerate(rows) if r is None]
         if missing:
-            which = rep[torch.tensor(missing, device=dev)].repeat_interleave(_CANONICAL_COPIES)
-            new = fn(hw[which])
-            _MEMO_NAMES[gi] = tuple(new)
-            values = torch.stack([new[k] for k in _MEMO_NAMES[gi]], 1)[::_CANONICAL_COPIES].tolist()
+            values = _new_group_values(gi, hw, rep[torch.tensor(missing, device=dev)])
             if len(memo) + len(missing) > _MEMO_LIMIT:
                 memo.clear()
             for i, v in zip(missing, values):
-                rows[i] = memo[combos[i]] = tuple(v)
+                rows[i] = memo[combos[i]] = v
         table = torch.tensor(rows, dtype=torch.float64, device=dev).index_select(0, inverse)  # [B, constants]
         c.update(zip(_MEMO_NAMES[gi], table.unbind(1)))
     return c
+
+
+#: Batches of at most this many designs (a GA population) look their constants up by the whole
+#: hardware row, one dict lookup per design, and assemble rows not seen before from the per-group
+#: memo's entries with dict lookups too (no per-group tensor ops: ~1.3 -> ~0.3 ms per call at
+#: popsize 150); larger batches, with many distinct rows, take the per-group memo's tensor path.
+#: Same values either way (both read and write the same per-group entries).
+_ROW_MEMO_MAX_BATCH = 4096
+_ROW_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(f for fields, _ in _GROUPS for f in fields))
+#: Positions in _ROW_FIELDS of each group's fields (its per-group memo key, in its order).
+_GROUP_POSITIONS = tuple(tuple(_ROW_FIELDS.index(f) for f in fields) for fields, _ in _GROUPS)
+#: device -> {row's field values: constants of every group, in group order}; bounded like _MEMO.
+_ROW_MEMO: dict[torch.device, dict[tuple[float, ...], tuple[float, ...]]] = {}
+
+
+def _row_memoised_constants(hw: HardwareBatch) -> dict[str, torch.Tensor]:
+    """:func:`_memoised_constants` through a memo of whole hardware rows (small batches): a row
+    not seen before is assembled from the per-group memo with plain dict lookups (the same
+    entries :func:`_memoised_constants` reads and writes), new group combinations computed as
+    there."""
+    dev = hw.device
+    keys = [tuple(r) for r in torch.stack([getattr(hw, f).double() for f in _ROW_FIELDS], 1).tolist()]
+    memo = _ROW_MEMO.setdefault(dev, {})
+    first: dict[tuple[float, ...], int] = {}
+    for i, k in enumerate(keys):
+        if k not in memo and k not in first:
+            first[k] = i
+    if first:
+        new_keys, new_rows = list(first), list(first.values())
+        parts = []
+        for gi, pos in enumerate(_GROUP_POSITIONS):
+            gmemo = _MEMO.setdefault((gi, dev), {})
+            combos = [tuple(k[j] for j in pos) for k in new_keys]
+            values = [gmemo.get(c) for c in combos]
+            todo: dict[tuple[float, ...], int] = {}
+            for c, v, r in zip(combos, values, new_rows):
+                if v is None and c not in todo:
+                    todo[c] = r
+            if todo:
+                computed = dict(zip(todo, _new_group_values(gi, hw, torch.tensor(list(todo.values()), device=dev))))
+                if len(gmemo) + len(todo) > _MEMO_LIMIT:
+                    gmemo.clear()
+                gmemo.update(computed)
+                values = [computed[c] if v is None else v for c, v in zip(combos, values)]
+            parts.append(values)
+        if len(memo) + len(first) > _MEMO_LIMIT:
+            memo.clear()
+        for i, k in enumerate(new_keys):
+            memo[k] = tuple(x for part in parts for x in part[i])
+    names = [n for gi in range(len(_GROUPS)) for n in _MEMO_NAMES[gi]]
+    table = torch.tensor([memo[k] for k in keys], dtype=torch.float64, device=dev)
+    return dict(zip(names, table.unbind(1)))
 
 
 def _hardware_constants(hw: HardwareBatch, *, memo: bool = True) -> dict[str, torch.Tensor]:
     """Per-design energies per action (pJ) and areas (mm²), ``[B]`` float64; ``memo``: through
     :func:`_memoised_constants` (the interpolation tables themselves are built once per device,
     :func:`cimnas.hw.components.technology.cached_table`)."""
-    c = _memoised_constants(hw) if memo else _constants_per_row(hw)
+    if not memo:
+        c = _constants_per_row(hw)
+    elif hw.batch_size <= _ROW_MEMO_MAX_BATCH:
+        c = _row_memoised_constants(hw)
+    else:
+        c = _memoised_constants(hw)
     n_macro = (hw.router_groups * hw.tiles_per_group * hw.macros_per_tile).double()
     n_tile = (hw.router_groups * hw.tiles_per_group).double()
     c["area"] = {

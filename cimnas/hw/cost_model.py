@@ -71,9 +71,11 @@ from cimnas.hw.workload import Workload
 #: cache (measured: ~4x faster per op than whole-batch tensors at B = 1e5; best near 70k elements,
 #: i.e. ~1,000 rows of a 68-layer MobileNetV2). Rows per chunk = elements // L.
 CPU_CHUNK_ELEMENTS = 65536
-#: The fused kernel keeps no [chunk, L] intermediates (only its inputs and row sums), so larger
-#: chunks only save per-call overhead.
-CPU_COMPILED_CHUNK_ELEMENTS = 4 * CPU_CHUNK_ELEMENTS
+#: The fused kernel's chunks: ~8,700 rows of a 68-layer MobileNetV2 (measured at B = 1e5, one
+#: thread: 378k designs/s at 8,192 rows vs 338k at 3,855 and 339k at 16,384: per-call overhead
+#: against its dozen [chunk, L] intermediates leaving the cache); up to 72 layers, one of the
+#: search's 8,192-row evaluation pieces (cimnas.search.problem.EVAL_CHUNK_ROWS) is one call.
+CPU_COMPILED_CHUNK_ELEMENTS = 9 * CPU_CHUNK_ELEMENTS
 
 
 def chunk_rows_for(num_layers: int, device: torch.device | str = "cpu", compiled: bool = False) -> int | None:

@@ -107,6 +107,11 @@ class SearchConfig:
         reference_compat: the cost model's reference-compatibility switch.
         hw_compile: the fused (``torch.compile``) cost kernel: true, false or ``auto`` (on when
             popsize x generations repays the compile, :func:`cimnas.hw.cost_compile.compile_pays_off`).
+        predictor_hidden_dtype: opt-in lower precision of the accuracy predictor: ``bfloat16`` runs
+            the ranking predictor's ensemble members (an APQ-layout predictor: its hidden layers)
+            in bf16, the rest in float32 (measured 1.3x faster prediction on a CPU with
+            avx512_bf16; Kendall tau >= 0.999 against float32 and the same top 100 on the shipped
+            records, tests/test_predictor_rank.py, tests/test_hw_speed.py); null (default): float32.
         num_actors: evaluate with this many EvoTorch Ray actors (null: in-process).
         num_gpus_per_actor: GPUs given to each actor (e.g. 1); an actor with a GPU evaluates its
             piece of the population there.
@@ -136,6 +141,7 @@ class SearchConfig:
     device: str = "cpu"
     reference_compat: bool = False
     hw_compile: Union[bool, Literal["auto"]] = "auto"
+    predictor_hidden_dtype: Optional[Literal["bfloat16"]] = None
     num_actors: Optional[int] = None
     num_gpus_per_actor: Optional[float] = None
     threads: Optional[int] = 1
@@ -163,6 +169,8 @@ class SearchConfig:
         d = self.to_dict()
         for key in ("output", "wandb", "resume", "device", "num_actors", "num_gpus_per_actor", "threads"):
             d.pop(key, None)
+        if d.get("predictor_hidden_dtype") is None:  # the default: fingerprints from before the option
+            d.pop("predictor_hidden_dtype", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

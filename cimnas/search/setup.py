@@ -74,6 +74,10 @@ def build_setup(config: SearchConfig, accuracy: Any | None = None) -> Setup:
         if pred_space is not None and pred_space.name != space.name:
             raise ValueError(f"predictor {config.predictor!r} was trained for space {pred_space.name!r}, "
                              f"but space={space.name!r}")
+    if config.predictor_hidden_dtype is not None:
+        from cimnas.models.predictor.predictor import set_hidden_dtype
+
+        set_hidden_dtype(accuracy, getattr(torch, config.predictor_hidden_dtype), "predictor_hidden_dtype")
     if config.variation:
         from cimnas.models.variation import RetentionModel
         from cimnas.search.accuracy import NoiseAwareAccuracy

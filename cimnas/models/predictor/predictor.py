@@ -144,4 +144,20 @@ class AccuracyPredictor(nn.Module):
         return model.to(map_location).eval()
 
 
-__all__ = ["AccuracyPredictor", "CHECKPOINT_FORMAT"]
+def set_hidden_dtype(predictor: Any, dtype: torch.dtype | None, field: str = "hidden_dtype") -> None:
+    """Run ``predictor``'s hidden layers in ``dtype`` (None: its parameters' float32): the
+    ranking predictor's ensemble members (:attr:`RankPredictor.hidden_dtype`) or an APQ-layout
+    predictor's hidden layers (:attr:`AccuracyMLP.hidden_dtype`); ``field`` names the setting in
+    the error for any other accuracy source."""
+    from cimnas.models.predictor.ranking import RankPredictor
+
+    if isinstance(predictor, RankPredictor):
+        predictor.hidden_dtype = dtype
+    elif isinstance(predictor, AccuracyPredictor):
+        predictor.mlp.hidden_dtype = dtype
+    else:
+        raise ValueError(f"{field}={str(dtype).replace('torch.', '')}: the accuracy source {type(predictor).__name__} "
+                         "has no hidden layers to switch; supported: the ranking and APQ-layout predictors")
+
+
+__all__ = ["AccuracyPredictor", "CHECKPOINT_FORMAT", "set_hidden_dtype"]

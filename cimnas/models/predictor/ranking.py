@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from cimnas.models.predictor.encoding import ArchEncoder
 from cimnas.models.predictor.features import CapacityFeatures
+from cimnas.models.predictor.rank_inputs import RankInputTables
 from cimnas.space import ArchBatch, SearchSpace, get_space
 
 RANK_FORMAT = "cimnas.rank_predictor/1"
@@ -91,6 +92,13 @@ class RankPredictor(nn.Module):
         self.b3 = nn.Parameter(torch.zeros(K))
         self.reset_members(0)
         self.meta = dict(meta or {})
+        #: Opt-in dtype of the ensemble members in :meth:`predict` (None: float32, the default).
+        #: ``torch.bfloat16`` gathers the members' first-layer rows and runs their hidden layers in
+        #: bf16 (the linear term, the feature standardisation and the output mean stay float32):
+        #: ~1.3x faster prediction on CPUs with avx512_bf16; Kendall tau 0.9997 against float32 on
+        #: the shipped records, same top 100 (tested in tests/test_predictor_rank.py). Not part of
+        #: the state dict; the search's ``predictor_hidden_dtype`` sets it.
+        self.hidden_dtype: torch.dtype | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -147,38 +155,99 @@ class RankPredictor(nn.Module):
         return (h * self.w3).sum(-1) + self.b3
 
     @torch.no_grad()
-    def predict(self, arch_batch: ArchBatch, validate: bool = True, chunk_size: int = 4096) -> torch.Tensor:
+    def predict(self, arch_batch: ArchBatch, validate: bool = True, chunk_size: int = 4096,
+                lookup_tables: bool = True) -> torch.Tensor:
         """Predicted top-1 accuracy (fraction) ``float32 [B]`` on ``arch_batch.device``; one
         batched pass (``embedding_bag`` over the hot one-hot columns, batched member matmuls).
-        A full-precision model ignores ``arch_batch.bits``."""
+        A full-precision model ignores ``arch_batch.bits``.
+
+        ``lookup_tables`` (default): the bag of hot columns and the capacity features come
+        from per-block tables (:class:`~cimnas.models.predictor.rank_inputs.RankInputTables`),
+        chunk by chunk; ``False``: from :meth:`ArchEncoder.indices` and :class:`CapacityFeatures`
+        over the whole batch (the reference; same results, bit for bit). A batch with a value
+        outside the space's choice lists always takes the reference path. See
+        :attr:`hidden_dtype` for the bf16 opt-in."""
         out_device = arch_batch.device
         batch = arch_batch.to(self.device) if out_device != self.device else arch_batch
-        idx = self.encoder.indices(batch, validate=validate)
-        feats = (self.features(batch) - self.feature_mean) / self.feature_std
-        K, H, D = self.num_members, self.hidden_size, self.onehot_dim
-        # one table: columns = [linear | member 0 .. K-1 first layer]
-        w1 = self.w1.permute(1, 0, 2).reshape(D + feats.shape[1], K * H)
-        table = torch.cat([self.lin_w.unsqueeze(1) * float(self.linear), w1], 1)
-        onehot_table, feat_w = table[:D].contiguous(), table[D:]
-        bias = torch.cat([(self.lin_b * float(self.linear)).view(1), self.b1.flatten()])
-        if self._quantized:
-            index = torch.cat([idx.arch_index, idx.quant_index + self.encoder.arch_dim], 1)
-            weight = torch.cat([idx.arch_weight, idx.quant_weight], 1)
-        else:
-            index, weight = idx.arch_index, idx.arch_weight
         out = []
-        for start in range(0, batch.batch_size, chunk_size):
-            rows = slice(start, start + chunk_size)
-            z = F.embedding_bag(index[rows], onehot_table, per_sample_weights=weight[rows], mode="sum")
-            z = torch.addmm(z, feats[rows], feat_w).add_(bias)
+        if lookup_tables:
+            tables = self.input_tables
+            for start in range(0, batch.batch_size, chunk_size):
+                inputs = tables(batch[start:start + chunk_size])
+                if inputs is None:  # a value outside the tables: the reference path decides
+                    out = []
+                    break
+                index, offsets, raw = inputs
+                out.append(self._chunk(index, offsets, None, (raw - self.feature_mean) / self.feature_std))
+        if not out:
+            idx = self.encoder.indices(batch, validate=validate)
+            feats = (self.features(batch) - self.feature_mean) / self.feature_std
+            if self._quantized:
+                index = torch.cat([idx.arch_index, idx.quant_index + self.encoder.arch_dim], 1)
+                weight = torch.cat([idx.arch_weight, idx.quant_weight], 1)
+            else:
+                index, weight = idx.arch_index, idx.arch_weight
+            for start in range(0, batch.batch_size, chunk_size):
+                rows = slice(start, start + chunk_size)
+                out.append(self._chunk(index[rows], None, weight[rows], feats[rows]))
+        pred = torch.cat(out) * self.target_std + self.target_mean
+        return pred.to(out_device)
+
+    @property
+    def input_tables(self) -> RankInputTables:
+        """The per-block lookup tables of :meth:`predict` (built on first use)."""
+        tables = self.__dict__.get("_input_tables")
+        if tables is None:
+            tables = self.__dict__["_input_tables"] = RankInputTables(self.encoder, self.features, self._quantized)
+        return tables
+
+    def _first_layer(self) -> dict[str, torch.Tensor]:
+        """The first layer with the linear term as column 0: ``onehot [D, 1 + K*H]``, ``feat_w
+        [F, 1 + K*H]``, ``bias [1 + K*H]`` (and, with :attr:`hidden_dtype`, the members' part and
+        their other layers in that dtype); rebuilt when a parameter changed (in place: its
+        version counter, or replaced / moved: its storage)."""
+        params = (self.lin_w, self.lin_b, self.w1, self.b1, self.w2, self.b2, self.w3)
+        key = tuple((p.data_ptr(), p._version) for p in params) + (self.linear, self.hidden_dtype)
+        cached = self.__dict__.get("_first_layer_cache")
+        if cached is None or cached[0] != key:
+            K, H, D = self.num_members, self.hidden_size, self.onehot_dim
+            w1 = self.w1.detach().permute(1, 0, 2).reshape(D + self.features.dim, K * H)
+            table = torch.cat([self.lin_w.detach().unsqueeze(1) * float(self.linear), w1], 1)
+            bias = torch.cat([(self.lin_b.detach() * float(self.linear)).view(1), self.b1.detach().flatten()])
+            layer = {"onehot": table[:D].contiguous(), "feat_w": table[D:], "bias": bias}
+            dt = self.hidden_dtype
+            if dt is not None:
+                layer.update(onehot_lin=table[:D, :1].contiguous(), feat_w_lin=table[D:, :1], bias_lin=bias[:1],
+                             onehot_members=table[:D, 1:].to(dt).contiguous(), feat_w_members=table[D:, 1:].to(dt),
+                             bias_members=bias[1:].to(dt), b2=self.b2.detach().to(dt).unsqueeze(1),
+                             w2=self.w2.detach().to(dt), w3=self.w3.detach().to(dt).unsqueeze(-1))
+            cached = self.__dict__["_first_layer_cache"] = (key, layer)
+        return cached[1]
+
+    def _chunk(self, index: torch.Tensor, offsets: torch.Tensor | None, weight: torch.Tensor | None,
+               feats: torch.Tensor) -> torch.Tensor:
+        """Standardised prediction of one chunk from its bag of hot one-hot columns (1-D
+        ``index`` + ``offsets``, or ``index [b, n]`` + 0/1 ``weight``) and standardised features."""
+        layer, K, H = self._first_layer(), self.num_members, self.hidden_size
+        dt = self.hidden_dtype
+        if dt is None or not K:
+            z = F.embedding_bag(index, layer["onehot"], offsets, per_sample_weights=weight, mode="sum")
+            z = torch.addmm(z, feats, layer["feat_w"]).add_(layer["bias"])
             y = z[:, 0]
             if K:
                 h = z[:, 1:].view(-1, K, H).relu_().transpose(0, 1)  # [K, b, H]
                 h = torch.baddbmm(self.b2.unsqueeze(1), h, self.w2).relu_()
                 y = y + (torch.bmm(h, self.w3.unsqueeze(-1)).squeeze(-1) + self.b3.unsqueeze(1)).mean(0)
-            out.append(y)
-        pred = torch.cat(out) * self.target_std + self.target_mean
-        return pred.to(out_device)
+            return y
+        # opt-in: the linear term in float32, the members' layers in ``dt``
+        y = F.embedding_bag(index, layer["onehot_lin"], offsets, per_sample_weights=weight, mode="sum")
+        y = torch.addmm(y, feats, layer["feat_w_lin"]).add_(layer["bias_lin"]).squeeze(1)
+        z = F.embedding_bag(index, layer["onehot_members"], offsets,
+                            per_sample_weights=None if weight is None else weight.to(dt), mode="sum")
+        z = torch.addmm(z, feats.to(dt), layer["feat_w_members"]).add_(layer["bias_members"])
+        h = z.view(-1, K, H).relu_().transpose(0, 1)
+        h = torch.baddbmm(layer["b2"], h, layer["w2"]).relu_()
+        return y + (torch.bmm(h, layer["w3"]).squeeze(-1).float() + self.b3.unsqueeze(1)).mean(0)
 
     # ------------------------------------------------------------------ persistence
     def checkpoint_dict(self) -> dict[str, Any]:
