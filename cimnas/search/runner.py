@@ -95,8 +95,8 @@ def run_ga(setup: Setup, name: str, out_dir: Path, *, objective: ObjectiveConfig
         if state["fingerprint"] != fingerprint:
             raise ValueError(f"{ckpt_path} was written by a different configuration; remove it or run without --resume")
         ga.load_state_dict(state["ga"])
-        saved = state["history"]  # a JSON string (older checkpoints: the list itself)
-        history = json.loads(saved) if isinstance(saved, str) else list(saved)
+        # one JSON string per generation (older checkpoints: the row dicts themselves)
+        history = [json.loads(row) if isinstance(row, str) else row for row in state["history"]]
         if state.get("archive") and state["archive"]["values"] is not None:
             archive = ParetoArchive(problem, state["archive"]["values"].to(ga.device), state["archive"]["evals"].to(ga.device))
         elapsed_before = float(state["wall_s"])
@@ -141,9 +141,10 @@ def run_ga(setup: Setup, name: str, out_dir: Path, *, objective: ObjectiveConfig
 
 def save_checkpoint(path: Path, ga: ConstrainedGA, history: list[dict[str, Any]], fingerprint: str, wall_s: float,
                     archive: ParetoArchive | None = None) -> None:
-    # the history as one JSON string: pickled as thousands of small objects it was most of a
-    # checkpoint's cost at popsize 150 (JSON round-trips every float exactly, NaN included)
-    state = {"ga": ga.state_dict(), "history": json.dumps(history), "fingerprint": fingerprint, "wall_s": wall_s,
+    # the history as one JSON string per generation: pickled as thousands of small objects it was
+    # most of a checkpoint's cost at popsize 150 (JSON round-trips every float exactly, NaN included)
+    state = {"ga": ga.state_dict(), "history": [json.dumps(row) for row in history], "fingerprint": fingerprint,
+             "wall_s": wall_s,
              "archive": archive.state() if archive is not None else None}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
