@@ -67,7 +67,7 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     return name, kw
 
 
-def run_ours(problem, config: GAConfig) -> tuple[float, float, int]:
+def run_ours(problem, config: GAConfig) -> tuple[float, float, int, int]:
     start = time.perf_counter()
     ga = ConstrainedGA(problem, config)
     while ga.step_count < config.generations:
@@ -78,7 +78,7 @@ def run_ours(problem, config: GAConfig) -> tuple[float, float, int]:
     feasible = bool(pop.evals[0, problem.cv_column] <= 0)
     best = float(pop.evals[0, 0]) if feasible else math.inf
     n_networks = int(problem.network_ids(pop.values.as_subclass(torch.Tensor)).unique().numel())
-    return best, wall, n_networks
+    return best, wall, n_networks, ga.n_evaluations
 
 
 def run_pymoo(problem, popsize: int, generations: int, seed: int) -> tuple[float, float, int]:
@@ -114,7 +114,7 @@ def run_pymoo(problem, popsize: int, generations: int, seed: int) -> tuple[float
     best = float(res.F[0]) if res.F is not None and res.CV is not None and float(np.ravel(res.CV)[0]) <= 0 else math.inf
     pop_x = torch.as_tensor(np.round(res.pop.get("X")).astype(np.int64))
     n_networks = int(problem.network_ids(pop_x.to(problem.device)).unique().numel())
-    return best, wall, n_networks
+    return best, wall, n_networks, popsize * generations
 
 
 def main() -> None:
@@ -143,7 +143,7 @@ def main() -> None:
         methods["cimnas"] = {}
         methods["cimnas-reference"] = {"polish_fraction": 0.0, "max_per_network": None}
     methods.update(parse_variant(v) for v in args.variant)
-    results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in methods}
+    results: dict[str, list[tuple[float, float, int, int]]] = {name: [] for name in methods}
     if not args.no_pymoo:
         results["pymoo"] = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -158,7 +158,8 @@ def main() -> None:
     for name, runs in results.items():
         gaps = [100.0 * (r[0] / best_known - 1.0) for r in runs]
         print(f"{name:>18}: median gap {statistics.median(gaps):.3f} % [target <= 0.2 %], worst {max(gaps):.3f} % "
-              f"[target <= 1 %], median wall {statistics.median(r[1] for r in runs):.2f} s, distinct networks in the "
+              f"[target <= 1 %], median wall {statistics.median(r[1] for r in runs):.2f} s, "
+              f"{statistics.median(r[3] for r in runs):,.0f} evaluations, distinct networks in the "
               f"final population: median {statistics.median(r[2] for r in runs):.0f}")
 
 

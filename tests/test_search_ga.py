@@ -5,6 +5,7 @@ on the real genome."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -201,3 +202,34 @@ def test_joint_network_ids_ignore_hardware_and_skipped_blocks():
         z[0, k] = (z[0, k] + 1) % genome.genes[k].cardinality
         assert int(problem.network_ids(torch.cat([x[r:r + 1], z]))[1]) == 0
     assert math.isfinite(float(ids.sum()))
+
+
+def test_offspring_smaller_than_the_population_and_resume():
+    """``offspring`` children per generation (pymoo's n_offsprings): popsize + offspring x
+    (generations - 1) evaluations, the population stays popsize, polish evaluates as many; a
+    resumed run equals the uninterrupted one; null is the plain GA."""
+    problem = Separable([9] * 10, network_genes=3)
+    config = GAConfig(popsize=20, generations=10, seed=5, polish_fraction=0.3, max_per_network=2, offspring=6)
+    full = ConstrainedGA(problem, config)
+    sizes = []
+    while full.step_count < config.generations:
+        before = full.n_evaluations
+        full.step()
+        sizes.append(full.n_evaluations - before)
+    assert sizes == [20] + [6] * 9 and full.population.values.shape[0] == 20
+    first = ConstrainedGA(problem, config)
+    while first.step_count < 8:  # into the polish generations
+        first.step()
+    resumed = ConstrainedGA(problem, config)
+    resumed.load_state_dict(first.state_dict())
+    while resumed.step_count < config.generations:
+        resumed.step()
+    assert torch.equal(resumed.population.values, full.population.values)
+    plain = ConstrainedGA(problem, dataclasses.replace(config, offspring=None))
+    same = ConstrainedGA(problem, dataclasses.replace(config, offspring=20))
+    for ga in (plain, same):
+        while ga.step_count < config.generations:
+            ga.step()
+    assert torch.equal(plain.population.values, same.population.values) and plain.n_evaluations == 200
+    with pytest.raises(ValueError, match=r"ga.offspring=0 must be >= 1"):
+        GAConfig(offspring=0)

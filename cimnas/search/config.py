@@ -171,6 +171,8 @@ class SearchConfig:
             d.pop(key, None)
         if d.get("predictor_hidden_dtype") is None:  # the default: fingerprints from before the option
             d.pop("predictor_hidden_dtype", None)
+        if isinstance(d.get("ga"), dict) and d["ga"].get("offspring") is None:  # likewise (null = popsize)
+            d["ga"].pop("offspring", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -75,6 +75,9 @@ class GAConfig:
             neighbours of the best not-yet-polished design (every one-gene change, and every joint
             change of two of the problem's ``linked_genes``), in a seeded random order, and the
             pool survives as in a GA generation. Same evaluations, same evaluator.
+        offspring: children per generation (pymoo's ``n_offsprings``; null = ``popsize``): a larger
+            population than the generation's offspring keeps more distinct designs to mate from
+            at the same number of evaluations; the polish generations evaluate as many neighbours.
         max_per_network: niching: at most this many individuals per distinct network (the
             problem's ``network_keys``) survive ahead of the others, so the population keeps
             distinct networks while elitism still keeps each network's best (null = no cap, the
@@ -95,10 +98,13 @@ class GAConfig:
     init_max_rounds: int = 50
     polish_fraction: float = 0.2
     max_per_network: int | None = 5
+    offspring: int | None = None
 
     def __post_init__(self) -> None:
         if self.popsize < 2:
             raise ValueError(f"ga.popsize={self.popsize} must be >= 2")
+        if self.offspring is not None and self.offspring < 1:
+            raise ValueError(f"ga.offspring={self.offspring} must be >= 1 or null (= popsize)")
         if self.generations < 1:
             raise ValueError(f"ga.generations={self.generations} must be >= 1")
         for name in ("crossover_prob", "mutation_prob", "crossover_var_prob", "polish_fraction"):
@@ -259,10 +265,11 @@ class ConstrainedGA(SearchAlgorithm):
             return
         population = self.population
         polish = self.polish_generations
+        n_children = self.config.offspring or self.config.popsize
         if polish and self.step_count >= self.config.generations - polish:
-            children = self.polish_candidates(_plain(population.values), self.config.popsize)
+            children = self.polish_candidates(_plain(population.values), n_children)
         else:
-            children = self.make_offspring(population.values, self.config.popsize)
+            children = self.make_offspring(population.values, n_children)
         if children.shape[0] == 0:
             return
         offspring = self._evaluate(children)
