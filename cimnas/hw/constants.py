@@ -188,11 +188,16 @@ def _row_memoised_constants(hw: HardwareBatch) -> dict[str, torch.Tensor]:
     entries :func:`_memoised_constants` reads and writes), new group combinations computed as
     there."""
     dev = hw.device
-    keys = [tuple(r) for r in torch.stack([getattr(hw, f).double() for f in _ROW_FIELDS], 1).tolist()]
+    # distinct rows only (a GA population holds a few dozen chips): the dict work is per chip
+    stacked = torch.stack([getattr(hw, f).double() for f in _ROW_FIELDS], 1)
+    distinct, inverse = torch.unique(stacked, dim=0, return_inverse=True)
+    first_row = torch.full((distinct.shape[0],), stacked.shape[0], dtype=torch.long, device=dev).scatter_reduce_(
+        0, inverse, torch.arange(stacked.shape[0], device=dev), "amin")
+    keys = [tuple(r) for r in distinct.tolist()]
     memo = _ROW_MEMO.setdefault(dev, {})
     first: dict[tuple[float, ...], int] = {}
-    for i, k in enumerate(keys):
-        if k not in memo and k not in first:
+    for k, i in zip(keys, first_row.tolist()):
+        if k not in memo:
             first[k] = i
     if first:
         new_keys, new_rows = list(first), list(first.values())
@@ -217,7 +222,7 @@ def _row_memoised_constants(hw: HardwareBatch) -> dict[str, torch.Tensor]:
         for i, k in enumerate(new_keys):
             memo[k] = tuple(x for part in parts for x in part[i])
     names = [n for gi in range(len(_GROUPS)) for n in _MEMO_NAMES[gi]]
-    table = torch.tensor([memo[k] for k in keys], dtype=torch.float64, device=dev)
+    table = torch.tensor([memo[k] for k in keys], dtype=torch.float64, device=dev)[inverse]
     return dict(zip(names, table.unbind(1)))
 
 
