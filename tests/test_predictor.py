@@ -614,3 +614,30 @@ def test_predictor_learns_a_target_spread_over_tenths_of_a_point(tmp_path):
     metrics = fit(PredictorModule(space=space.name, quantized=True), dm, 60, tmp_path / "run")
     assert metrics["kendall"] >= 0.8, metrics
     assert metrics["rmse"] < 0.5 * metrics["baseline_rmse_predict_mean"], metrics
+
+
+def test_measurement_records_its_label_reliability(tmp_path):
+    """write_reliability: the split-half reliability of a record set beside it; more signal
+    between designs relative to the noise of one half gives a higher reliability."""
+    from cimnas.models.predictor.agreement import pair_ceiling
+    from cimnas.models.predictor.measure import reliability_path, write_reliability
+
+    g = torch.Generator().manual_seed(0)
+    true = 0.8 + 0.02 * torch.randn(200, generator=g, dtype=torch.float64)
+
+    def records(noise):
+        halves = [true + noise * torch.randn(200, generator=g, dtype=torch.float64) for _ in range(2)]
+        return [{"key": str(i), "accuracy": float((halves[0][i] + halves[1][i]) / 2),
+                 "accuracy_halves": [float(halves[0][i]), float(halves[1][i])], "half_images": [2500, 2500]}
+                for i in range(200)]
+
+    clean, noisy = records(0.005), records(0.02)
+    out = tmp_path / "r.jsonl"
+    result = write_reliability(out, clean)
+    assert json.loads(reliability_path(out).read_text()) == json.loads(json.dumps(result))
+    x = torch.tensor([r["accuracy_halves"][0] for r in clean], dtype=torch.float64)
+    y = torch.tensor([r["accuracy_halves"][1] for r in clean], dtype=torch.float64)
+    assert result["label_reliability"] == pytest.approx(pair_ceiling(x, y, 2500, 2500)["label_reliability"])
+    assert result["label_images"] == 5000 and result["records"] == 200
+    assert result["label_reliability"] > write_reliability(tmp_path / "n.jsonl", noisy)["label_reliability"]
+    assert write_reliability(tmp_path / "few.jsonl", clean[:9]) is None and not reliability_path(tmp_path / "few.jsonl").exists()

@@ -77,6 +77,24 @@ def pair_ceiling(x: torch.Tensor, y: torch.Tensor, images_x: int, images_y: int,
     return out
 
 
+def split_half_reliability(records: list[dict]) -> dict | None:
+    """The reliability of a record set's labels from its records' ``accuracy_halves`` (the two
+    halves of the evaluation images, one BN calibration): :func:`pair_ceiling` of the halves
+    for labels on both halves together. Both halves share the calibration, whose noise then
+    counts as signal, so this is an *upper bound* of the reliability (:func:`agreement` of two
+    independently calibrated measurements gives the value itself). None with fewer than 10
+    records that carry halves."""
+    rows = [r for r in records if r.get("accuracy_halves") and r.get("half_images")]
+    if len(rows) < 10:
+        return None
+    x, y = (torch.tensor([r["accuracy_halves"][i] for r in rows], dtype=torch.float64) for i in (0, 1))
+    n_x, n_y = int(rows[0]["half_images"][0]), int(rows[0]["half_images"][1])
+    out = pair_ceiling(x, y, n_x, n_y)
+    return {"records": len(rows), "half_images": [n_x, n_y], "kind": "split-half (one calibration): upper bound",
+            **{k: out[k] for k in ("pearson", "label_images", "label_reliability", "ceiling_kendall")},
+            **({"ceiling_kendall_ci95": out["ceiling_kendall_ci95"]} if "ceiling_kendall_ci95" in out else {})}
+
+
 def _images(record: dict) -> tuple[int, int] | None:
     """``(first, end)`` evaluation-image range of a record, when it says so."""
     if "eval_images" not in record:

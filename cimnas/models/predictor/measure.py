@@ -142,6 +142,29 @@ def merge_shards(output: str | os.PathLike, world_size: int) -> list[dict[str, A
     return records
 
 
+def reliability_path(output: str | os.PathLike) -> Path:
+    output = Path(output)
+    return output.with_name(output.stem + ".reliability.json")
+
+
+def write_reliability(output: str | os.PathLike, records: list[dict[str, Any]]) -> dict | None:
+    """Record the label reliability of a data set beside it (``<output stem>.reliability.json``,
+    atomic; :func:`~cimnas.models.predictor.agreement.split_half_reliability`, an upper bound)
+    and print it; None (nothing written) with fewer than 10 records carrying halves."""
+    import json
+
+    from cimnas.io import atomic_write_text
+    from cimnas.models.predictor.agreement import split_half_reliability
+
+    result = split_half_reliability(records)
+    if result is None:
+        return None
+    atomic_write_text(reliability_path(output), json.dumps(result, indent=2))
+    print(f"{output}: label reliability (split-half, upper bound) {result['label_reliability']:.3f} on "
+          f"{result['label_images']} images, Kendall ceiling {result['ceiling_kendall']:.3f} ({result['records']} records)")
+    return result
+
+
 class SupernetEvaluator:
     """``(arch, policy) -> {"accuracy", "accuracy_halves"}`` on fixed batches: set active,
     recalibrate BN, evaluate the first and the second half of the evaluation batches (split at
@@ -289,6 +312,7 @@ def measure(
     if rank == 0:
         records = merge_shards(output, world)
         print(f"{output}: {len(records)} records ({written} new on rank 0, world size {world})")
+        write_reliability(output, records)
     fabric.barrier()
     return output
 
@@ -314,4 +338,4 @@ if __name__ == "__main__":
     sys.exit(run_user_main(main))
 
 
-__all__ = ["measure", "measure_shard", "merge_shards", "sample_design", "shard_path", "SupernetEvaluator"]
+__all__ = ["measure", "measure_shard", "write_reliability", "reliability_path", "merge_shards", "sample_design", "shard_path", "SupernetEvaluator"]
