@@ -8,6 +8,10 @@
 # resumable: rerun with the same RUN=... to continue) + 10 min predictors + 1 min statistics
 # on an idle 2-core machine; on a GPU pass e.g. --trainer.accelerator gpu to the train.py steps by
 # editing the configs.
+#   SUPERNET=<file>  start from a trained supernet instead of training configs/supernet/fmnist.yaml
+#                    (e.g. the OFA recipe's: scripts/supernet_ofa.sh, runs/supernet_fmnist_ofa/supernet.pt)
+#   VAL_SIZE=15000   the held-out split the supernet was trained without (fmnist_ofa.yaml: 15,000;
+#                    fmnist.yaml: 5,000, the default); labels average all of its images
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -15,13 +19,19 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 RUN=${RUN:-runs/make_artifacts/$(date -u +%Y%m%d-%H%M%S)}
 mkdir -p "$RUN"
 echo "run folder: $RUN"
+VAL_SIZE=${VAL_SIZE:-5000}
+if [ -n "${SUPERNET:-}" ] && [ ! -f "$RUN/supernet/supernet.pt" ]; then
+  mkdir -p "$RUN/supernet" && cp "$SUPERNET" "$RUN/supernet/supernet.pt"
+fi
 [ -f "$RUN/supernet/supernet.pt" ] || \
   $PY train.py fit --config configs/supernet/fmnist.yaml --trainer.default_root_dir "$RUN/supernet"   # supernet.pt
-$PY -m cimnas.models.supernet_eval --supernet "$RUN/supernet/supernet.pt" --out "$RUN/supernet_eval.json"
-# fp and quantized records side by side, one thread each (both resumable: rerun to continue)
-$PY -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist_fp.yaml \
+$PY -m cimnas.models.supernet_eval --supernet "$RUN/supernet/supernet.pt" --val_size "$VAL_SIZE" --out "$RUN/supernet_eval.json"
+# fp and quantized records side by side, one thread each (both resumable: rerun to continue); each
+# set's label reliability lands beside it (<records>.reliability.json)
+HELD_OUT=(--data.init_args.val_size "$VAL_SIZE" --eval_images "$VAL_SIZE")
+$PY -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist_fp.yaml "${HELD_OUT[@]}" \
   --supernet "$RUN/supernet/supernet.pt" --output "$RUN/predictor_records_fp.jsonl" & fp_pid=$!
-$PY -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist.yaml \
+$PY -m cimnas.models.predictor.measure --config configs/predictor/measure_fmnist.yaml "${HELD_OUT[@]}" \
   --supernet "$RUN/supernet/supernet.pt" --output "$RUN/predictor_records_quant.jsonl"
 wait "$fp_pid"
 $PY train.py fit --config configs/predictor/fmnist_fp.yaml --trainer.default_root_dir "$RUN/predictor_fp" \
