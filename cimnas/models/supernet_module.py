@@ -35,6 +35,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 
 from cimnas.models.dynamic_ops import DynamicBatchNorm
+from cimnas.models.supernet_export import SupernetExport
 from cimnas.space import Architecture, QuantPolicy, get_space
 from cimnas.models.supernet import (
     OFASupernet,
@@ -43,7 +44,6 @@ from cimnas.models.supernet import (
     fit_resolution,
     load_supernet,
     recalibrate_bn,
-    save_supernet,
     supernet_record,
 )
 
@@ -388,30 +388,6 @@ class OFASupernetModule(L.LightningModule):
         if trainer is not None and any(isinstance(c, SupernetExport) for c in trainer.callbacks):
             return []
         return [SupernetExport()]
-
-
-class SupernetExport(L.Callback):
-    """At the end of ``fit``, :func:`save_supernet` of the trained supernet to the module's
-    :meth:`~OFASupernetModule.export_file` (atomically, rank zero), with the last validation
-    metrics, the number of validation images and the step / epoch in its ``meta`` (what
-    ``python -m cimnas.promote`` compares). Added by the module itself; listing it in a config's
-    ``trainer.callbacks`` is the same."""
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        path = pl_module.export_file()
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if k.startswith("val/") and v.numel() == 1}
-        dm = trainer.datamodule
-        val_images = None
-        if dm is not None and getattr(dm, "val_set", None) is not None:
-            val_images = len(dm.val_set)
-        meta = {"val_metrics": metrics, "val_acc": metrics.get("val/acc"), "val_images": val_images,
-                "global_step": int(pl_module.global_step), "epochs": int(pl_module.current_epoch),
-                "run_dir": str(trainer.default_root_dir)}
-        save_supernet(pl_module.supernet, path, meta=meta)
-        rank_zero_info(f"supernet saved to {path} (val/acc {meta['val_acc']})")
 
 
 __all__ = ["OFASupernetModule", "SupernetExport", "soft_cross_entropy", "VAL_SUBNETS"]

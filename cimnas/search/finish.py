@@ -31,6 +31,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cimnas.io import atomic_write_text
+from cimnas.search.plots import draw_plots, planned_plots
+from cimnas.search.wandb_glue import RecordedRun, finish_run
+
 log = logging.getLogger("cimnas.search")
 
 FINISH_FILE = "finish.json"
@@ -51,38 +55,6 @@ def resolve_finish_mode(configured: str, command: bool) -> str:
     return mode
 
 
-class RecordedRun:
-    """Stands in for an offline ``wandb`` run during the search: keeps what is logged (the
-    per-generation rows) so :func:`replay_wandb` can write the same run afterwards."""
-
-    def __init__(self, init_kwargs: dict[str, Any]) -> None:
-        self.init_kwargs = dict(init_kwargs)
-        self.rows: list[dict[str, Any]] = []
-        self.finish_payload: dict[str, Any] | None = None
-        self.exit_code = 0
-
-    def log(self, row: dict[str, Any], step: int | None = None) -> None:
-        self.rows.append(_plain(row))
-
-    def finish(self, exit_code: int = 0) -> None:
-        self.exit_code = int(exit_code)
-
-    def payload(self) -> dict[str, Any]:
-        return {"init": self.init_kwargs, "rows": self.rows, "finish": self.finish_payload,
-                "exit_code": self.exit_code}
-
-
-def _plain(value: Any) -> Any:
-    """JSON-able copy (tensors / numpy scalars to Python numbers)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return value.item()
-    return value
-
-
 class Finisher:
     """Collects the figure jobs and the recorded W&B run of one search job, then draws / writes
     them in this process or hands them to a detached worker (:meth:`run`)."""
@@ -96,15 +68,11 @@ class Finisher:
 
     def add_plots(self, data: dict[str, Any], plot_dir: Path) -> list[str]:
         """Queue the figures of ``data``; returns the files they go to."""
-        from cimnas.search.plots import planned_plots
-
         self.plot_jobs.append({"data": data, "plot_dir": str(plot_dir)})
         return [str(Path(plot_dir) / f"{name}.png") for name in planned_plots(data)]
 
     def draw_plots_now(self) -> None:
         """Draw the queued figures in this process (a live W&B run logs them when it finishes)."""
-        from cimnas.search.plots import draw_plots
-
         for item in self.plot_jobs:
             draw_plots(item["data"], Path(item["plot_dir"]))
         self.plot_jobs.clear()
@@ -123,8 +91,6 @@ class Finisher:
         if self.mode == "inline":
             finish_job(self.job())
             return None
-        from cimnas.io import atomic_write_text
-
         path = self.out_dir / FINISH_FILE
         atomic_write_text(path, json.dumps(self.job(), allow_nan=True))
         with open(self.out_dir / FINISH_LOG, "ab") as logf:
@@ -140,8 +106,6 @@ class Finisher:
 
 def finish_job(job: dict[str, Any]) -> None:
     """Draw every queued figure, then write the recorded W&B run (figures first: the run logs them)."""
-    from cimnas.search.plots import draw_plots
-
     for item in job.get("plots") or []:
         draw_plots(item["data"], Path(item["plot_dir"]))
     if job.get("wandb"):
@@ -153,13 +117,11 @@ def replay_wandb(payload: dict[str, Any], out_dir: Path) -> None:
     the end-of-run summary / figures / tables / artifact (:func:`~cimnas.search.wandb_glue.finish_run`)."""
     import wandb
 
-    from cimnas.search.wandb_glue import finish_run
-
     run = wandb.init(**payload["init"])
     for row in payload["rows"]:
         run.log(row)
     if payload.get("finish") is not None and not payload.get("exit_code"):
-        finish_run(run, payload["finish"], out_dir)
+        finish_run(run, payload["finish"], out_dir, exclude=(FINISH_FILE, FINISH_LOG))
     else:
         run.finish(exit_code=int(payload.get("exit_code") or 1))
 

@@ -37,6 +37,38 @@ def readable_units(metrics: dict[str, Any], prefix: str = "") -> dict[str, float
     return out
 
 
+class RecordedRun:
+    """Stands in for an offline ``wandb`` run during the search: keeps what is logged (the
+    per-generation rows) so :func:`replay_wandb` can write the same run afterwards."""
+
+    def __init__(self, init_kwargs: dict[str, Any]) -> None:
+        self.init_kwargs = dict(init_kwargs)
+        self.rows: list[dict[str, Any]] = []
+        self.finish_payload: dict[str, Any] | None = None
+        self.exit_code = 0
+
+    def log(self, row: dict[str, Any], step: int | None = None) -> None:
+        self.rows.append(plain_data(row))
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.exit_code = int(exit_code)
+
+    def payload(self) -> dict[str, Any]:
+        return {"init": self.init_kwargs, "rows": self.rows, "finish": self.finish_payload,
+                "exit_code": self.exit_code}
+
+
+def plain_data(value: Any) -> Any:
+    """JSON-able copy (tensors / numpy scalars to Python numbers)."""
+    if isinstance(value, dict):
+        return {str(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
 def _wandb_mode(config: SearchConfig) -> str:
     """``$WANDB_MODE`` first (sweep agents set it), then ``wandb.mode`` of the config."""
     return wandb_mode(os.environ.get("WANDB_MODE") or config.wandb.mode)
@@ -52,8 +84,6 @@ def _start_wandb(config: SearchConfig, name: str, out_dir: Path) -> Any:
                   group=config.wandb.group, job_type=name, mode=mode, dir=str(out_dir),
                   config=config.to_dict(), reinit="finish_previous")
     if mode == "offline" and not os.environ.get("WANDB_SWEEP_ID"):
-        from cimnas.search.finish import RecordedRun
-
         return RecordedRun(kwargs)
     import wandb
 
@@ -62,22 +92,17 @@ def _start_wandb(config: SearchConfig, name: str, out_dir: Path) -> Any:
 
 def _finish_wandb(run: Any, summary: dict[str, Any], out_dir: Path) -> None:
     """End the job's run: a recorded run keeps the summary for its replay, a live one is finished now."""
-    from cimnas.search.finish import RecordedRun
-
     if isinstance(run, RecordedRun):
-        from cimnas.search.finish import _plain
-
-        run.finish_payload = _plain(summary)
+        run.finish_payload = plain_data(summary)
         return
     finish_run(run, summary, out_dir)
 
 
-def finish_run(run: Any, summary: dict[str, Any], out_dir: Path) -> None:
+def finish_run(run: Any, summary: dict[str, Any], out_dir: Path, exclude: tuple[str, ...] = ()) -> None:
     """The summary (with readable units), the figures, the compare and Pareto tables and the
-    results folder as a versioned artifact; then ``run.finish()``."""
+    results folder (minus the W&B run and the files named in ``exclude``) as a versioned
+    artifact; then ``run.finish()``."""
     import wandb
-
-    from cimnas.search.finish import FINISH_FILE, FINISH_LOG
 
     flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool))}
     best = summary.get("best") or {}
@@ -99,7 +124,7 @@ def finish_run(run: Any, summary: dict[str, Any], out_dir: Path) -> None:
     # the results folder (minus the W&B run itself) as a versioned artifact of the run
     artifact = wandb.Artifact(f"search-results-{run.id}", type="search-results")
     for path in sorted(out_dir.rglob("*")):
-        if path.is_file() and "wandb" not in path.relative_to(out_dir).parts and path.name not in (FINISH_FILE, FINISH_LOG):
+        if path.is_file() and "wandb" not in path.relative_to(out_dir).parts and path.name not in exclude:
             artifact.add_file(str(path), name=str(path.relative_to(out_dir)))
     run.log_artifact(artifact)
     write_json(Path(run.dir) / "search_summary.json", summary)
