@@ -145,8 +145,9 @@ def test_transfer_rescoring_equals_direct_evaluation_at_node_b(hardware, capacit
         assert torch.allclose(scored.evals[ok, 0], ela[ok].double(), rtol=1e-6)
 
 
-def test_warm_start_never_loses_the_best_rescored_design():
-    config = _config(REF)
+def test_warm_start_never_loses_the_best_rescored_design(tmp_path):
+    config = _config(REF)  # the warm search's checkpoint goes to a temporary folder, not results/default
+    config = dataclasses.replace(config, output=dataclasses.replace(config.output, dir=str(tmp_path / "out")))
     acc = ConstantAccuracy(0.8)
     values = node_setup(config, None, acc).genome.random(30, torch.Generator().manual_seed(4))
     res = transfer(config, values, 7.0, warm_generations=3, accuracy=acc)
