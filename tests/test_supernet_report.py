@@ -20,10 +20,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class _BNProbe(L.Callback):
+    """Records the BN statistics where PhaseReport reports (epoch start, train end)."""
+
     def __init__(self) -> None:
         self.states = []
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.states.append(pl_module._bn_state())
+
+    def on_train_end(self, trainer, pl_module) -> None:
         self.states.append(pl_module._bn_state())
 
 
@@ -89,3 +94,32 @@ def test_listed_export_callback_is_not_duplicated(tmp_path):
     trainer.fit(module, DataLoader(_data(8), batch_size=8))
     assert [c for c in trainer.callbacks if isinstance(c, SupernetExport)] == [listed]
     assert load_supernet(tmp_path / "s.pt").space.name == "apq_mbv2_tiny"
+
+
+def test_a_phase_is_reported_after_its_last_checkpoint_and_only_once(tmp_path):
+    """The report of a phase runs once the phase's last epoch is checkpointed (a run cut during
+    the report resumes from that checkpoint), and an existing report file is not redone."""
+    seen = []
+
+    class Recording(PhaseReport):
+        def _maybe_report(self, trainer, pl_module, epochs_done):
+            if self._ended_phase(pl_module, epochs_done) is not None and epochs_done:
+                seen.append((epochs_done, sorted(p.name for p in (tmp_path / "ck").glob("*.ckpt"))))
+            super()._maybe_report(trainer, pl_module, epochs_done)
+
+    L.seed_everything(0)
+    phases = [PhaseSpec("full", epochs=1, kernels=[3], depths=[2], hidden="max", kd=False, lr=0.05),
+              PhaseSpec("width", epochs=1, kernels=[3], depths=[2], subnets_per_step=2, lr=0.02)]
+    module = OFASupernetModule(space="apq_mbv2_tiny", phases=phases, calib_images=8, calib_batch_size=8,
+                               export_path=str(tmp_path / "s.pt"))
+    (tmp_path / "phase_reports").mkdir()
+    (tmp_path / "phase_reports" / "1_width.json").write_text("{}")  # already reported: kept as it is
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path),
+                        max_epochs=2, callbacks=[L.pytorch.callbacks.ModelCheckpoint(
+                            dirpath=tmp_path / "ck", save_top_k=-1, every_n_epochs=1, filename="{epoch}"),
+                            Recording(n_random=1)])
+    trainer.fit(module, DataLoader(_data(8), batch_size=8), DataLoader(_data(8, 1), batch_size=8))
+    assert seen[0] == (1, ["epoch=0.ckpt"])  # phase 0 reported after its checkpoint
+    assert json.loads((tmp_path / "phase_reports" / "0_full.json").read_text())["phase"] == "full"
+    assert (tmp_path / "phase_reports" / "1_width.json").read_text() == "{}"

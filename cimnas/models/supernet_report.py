@@ -178,10 +178,15 @@ def write_report(report: dict[str, Any], path: str | Path) -> Path:
 
 
 class PhaseReport(L.Callback):
-    """At the end of every phase of :class:`~cimnas.models.supernet_module.OFASupernetModule`,
+    """After every phase of :class:`~cimnas.models.supernet_module.OFASupernetModule`,
     :func:`report_supernet` on the validation split with the module's BN-calibration set; writes
     ``<run folder>/phase_reports/<index>_<phase>.json`` (atomically), logs the scalar figures
     (``report/<phase>/...``) and restores the training BN statistics afterwards.
+
+    A phase is reported at the start of the next epoch (before the module enters the next phase,
+    e.g. sorts channels) and the last phase when training ends — so the phase's last checkpoint
+    is already written when the ~half-hour report runs, and a run cut during the report resumes
+    and reports again (a phase whose report file exists is not reported twice).
 
     Args:
         n_random / seed / low_bits / random_policies: as :func:`report_supernet`.
@@ -198,14 +203,29 @@ class PhaseReport(L.Callback):
     def path_for(self, trainer: L.Trainer, index: int, name: str) -> Path:
         return Path(trainer.default_root_dir) / self.dirname / f"{index}_{name}.json"
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        index = pl_module.phase_index(epoch)
-        phase_end = sum(p.epochs for p in pl_module.phases[:index + 1])
-        if epoch + 1 != phase_end:
+    @staticmethod
+    def _ended_phase(pl_module: L.LightningModule, epochs_done: int) -> int | None:
+        """The phase whose last epoch is epoch ``epochs_done - 1`` (None: no phase ends there)."""
+        end = 0
+        for index, phase in enumerate(pl_module.phases):
+            end += phase.epochs
+            if end == epochs_done and phase.epochs > 0:
+                return index
+        return None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._maybe_report(trainer, pl_module, trainer.current_epoch)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._maybe_report(trainer, pl_module, trainer.current_epoch)
+
+    def _maybe_report(self, trainer: L.Trainer, pl_module: L.LightningModule, epochs_done: int) -> None:
+        index = self._ended_phase(pl_module, epochs_done)
+        if index is None or epochs_done == 0:
             return
-        if trainer.is_global_zero:
-            phase = pl_module.phases[index]
+        phase = pl_module.phases[index]
+        path = self.path_for(trainer, index, phase.name)
+        if trainer.is_global_zero and not path.exists():
             saved_bn = pl_module._bn_state()
             was_training = pl_module.training
             pl_module.eval()
@@ -221,9 +241,9 @@ class PhaseReport(L.Callback):
             finally:
                 pl_module._load_bn_state(saved_bn)
                 pl_module.train(was_training)
-            report.update({"phase": phase.name, "phase_index": index, "epoch": epoch,
+            report.update({"phase": phase.name, "phase_index": index, "epoch": epochs_done - 1,
                            "global_step": int(trainer.global_step)})
-            path = write_report(report, self.path_for(trainer, index, phase.name))
+            write_report(report, path)
             for logger in trainer.loggers:
                 logger.log_metrics(flat_metrics(report, f"report/{phase.name}"), step=trainer.global_step)
             rank_zero_info("\n".join([f"phase {index} '{phase.name}' report ({path}):"] + report_lines(report)))
