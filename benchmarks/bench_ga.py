@@ -28,7 +28,6 @@ cheap separable function of the genes over the same bounds, to isolate the GA's 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile

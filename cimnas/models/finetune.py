@@ -36,7 +36,6 @@ from cimnas.models.design import Design, load_design
 from cimnas.models.export import block_bit_widths
 from cimnas.models.finetune_report import EXPORT_SUFFIX, RESULT_SUFFIX, FinetuneReport, result_path_for, update_json
 from cimnas.models.supernet import (
-    OFASupernet,
     evaluate_accuracy,
     fit_resolution,
     load_supernet,

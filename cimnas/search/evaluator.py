@@ -59,13 +59,6 @@ class Evaluation:
         return torch.stack([self.metrics[c].double() for c in METRIC_COLUMNS], dim=1)
 
 
-def network_weight_bits(workload: Any) -> torch.Tensor:
-    """Stored weight bits of each network ``[B]``: sum over active layers of C*M*R*S*G*w_bits."""
-    w = workload
-    per_layer = (w.C * w.M * w.R * w.S * w.G).double() * w.weight_bits.double()
-    return (per_layer * w.mask.double()).sum(dim=1)
-
-
 def _metric(result: Any, name: str, like: torch.Tensor) -> torch.Tensor:
     value = getattr(result, name, None)
     if value is None:
